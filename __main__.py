@@ -1,0 +1,87 @@
+"""roundcube-authentik: single-sign-on webmail for one environment stack.
+
+Reads the stack's settings, builds the components, exports the endpoints.
+"""
+
+import pulumi
+
+from components.credentials import Credentials
+from components.dockerhost import DockerHost, DockerHostArgs
+from components.identity import IdentityProviderClient, IdentityProviderClientArgs
+from components.images import ServiceImages, ServiceImagesArgs
+from components.mailserver import MailServer, MailServerArgs
+from components.settings import SettingsError, load_settings
+from components.stack_config import stack_config
+from components.webmail import Webmail, WebmailArgs
+
+try:
+    settings = load_settings(stack_config())
+except SettingsError as err:
+    # Before any resource exists: preview stops with the sentence, no traceback.
+    raise pulumi.RunError(str(err)) from None
+
+stack = pulumi.get_stack()
+prefix = f"roundcube-authentik-{stack}"
+
+credentials = Credentials("credentials")
+
+identity = IdentityProviderClient(
+    "authentik",
+    IdentityProviderClientArgs(
+        app_name=settings.app_name,
+        app_slug=settings.app_slug,
+        launch_url=settings.roundcube_url,
+        redirect_uri=settings.redirect_uri,
+        client_id=credentials.client_id,
+        client_secret=credentials.client_secret,
+        authorization_flow=settings.authorization_flow,
+        invalidation_flow=settings.invalidation_flow,
+        signing_key=settings.signing_key,
+        access_token_validity=settings.access_token_validity,
+        refresh_token_validity=settings.refresh_token_validity,
+        allowed_group=settings.allowed_group,
+    ),
+)
+
+host = DockerHost("docker", DockerHostArgs(docker_host=settings.docker_host, network_name=f"{prefix}-private"))
+on_host = pulumi.ResourceOptions(providers={"docker": host.provider})
+
+images = ServiceImages("images", ServiceImagesArgs(base_image=settings.base_image, tag=stack), opts=on_host)
+
+mail = MailServer(
+    "mail",
+    MailServerArgs(
+        settings=settings,
+        name_prefix=prefix,
+        network_name=host.network_name,
+        dovecot_image=images.ids["dovecot"],
+        postfix_image=images.ids["postfix"],
+        client_id=credentials.client_id,
+        client_secret=credentials.client_secret,
+    ),
+    opts=on_host,
+)
+
+webmail = Webmail(
+    "webmail",
+    WebmailArgs(
+        settings=settings,
+        name_prefix=prefix,
+        network_name=host.network_name,
+        image=images.ids["roundcube"],
+        client_id=credentials.client_id,
+        client_secret=credentials.client_secret,
+        des_key=credentials.des_key,
+    ),
+    opts=on_host,
+)
+
+pulumi.export("webmail_url", webmail.url)
+pulumi.export("application_slug", identity.application_slug)
+pulumi.export("launch_url", identity.launch_url)
+# The client id is public by OAuth's design (every login URL shows it), and
+# mail clients need it; it stays secret in state and in every resource.
+pulumi.export("client_id", pulumi.Output.unsecret(credentials.client_id))
+pulumi.export("client_secret", credentials.client_secret)
+pulumi.export("imap_endpoint", mail.imap_endpoint)
+pulumi.export("submission_endpoint", mail.submission_endpoint)

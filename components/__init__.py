@@ -1,0 +1,1 @@
+"""roundcube-authentik: the Pulumi components and the pure core they use."""

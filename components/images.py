@@ -1,0 +1,45 @@
+"""The three service images, built on the Docker host from images/<service>/Dockerfile."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import pulumi
+import pulumi_docker as docker
+
+SERVICES = ("dovecot", "postfix", "roundcube")
+
+
+@dataclass
+class ServiceImagesArgs:
+    base_image: pulumi.Input[str]
+    tag: pulumi.Input[str]
+
+
+class ServiceImages(pulumi.ComponentResource):
+    """Builds without pushing: the engine that runs the containers keeps the images."""
+
+    ids: dict[str, pulumi.Output[str]]
+
+    def __init__(self, name: str, args: ServiceImagesArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+        super().__init__("roundcube-authentik:index:ServiceImages", name, None, opts)
+        self.ids = {}
+        for service in SERVICES:
+            image = docker.Image(
+                f"{name}-{service}",
+                image_name=pulumi.Output.concat("roundcube-authentik/", service, ":", args.tag),
+                build=docker.DockerBuildArgs(
+                    # Relative to the project folder, where pulumi runs the program.
+                    context=f"images/{service}",
+                    dockerfile=f"images/{service}/Dockerfile",
+                    # A registry mirror or a locally imported base works the same.
+                    args={"BASE_IMAGE": args.base_image},
+                ),
+                skip_push=True,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            # Without a push, repo_digest is the local image id: a rebuilt image
+            # changes it, so its container is recreated on the new one.
+            self.ids[service] = image.repo_digest
+        self.register_outputs({f"{service}_image": image_id for service, image_id in self.ids.items()})

@@ -1,0 +1,39 @@
+"""Where things live inside the containers and on the private network.
+
+The renderers, the Dockerfiles under images/ and the Pulumi components all
+agree on these names; change them here and in the Dockerfiles together.
+"""
+
+# Network aliases on the private network.
+DOVECOT_HOST = "dovecot"
+POSTFIX_HOST = "postfix"
+ROUNDCUBE_HOST = "roundcube"
+
+# Ports inside the containers.
+IMAP_PORT = 143          # Roundcube, and plain IMAP when published on loopback
+IMAPS_PORT = 993         # mail clients, with TLS
+LMTP_PORT = 24           # Postfix delivers here
+AUTH_PORT = 12345        # Dovecot's auth service for Postfix SASL
+SMTP_PORT = 25           # inbound mail
+SUBMISSION_PORT = 587    # mail clients; TLS required for AUTH when tls is set
+WEBMAIL_SUBMISSION_PORT = 10587  # Roundcube only: private network, never published
+HTTP_PORT = 80           # Roundcube behind Apache
+
+# Files the program uploads.
+DOVECOT_CONF = "/etc/dovecot/dovecot.conf"
+POSTFIX_MAIN_CF = "/etc/postfix/main.cf"
+POSTFIX_MASTER_CF = "/etc/postfix/master.cf"
+ROUNDCUBE_CONFIG = "/etc/roundcube/config.inc.php"
+AUTHENTIK_CA_FILE = "/etc/roundcube-authentik/authentik-ca.pem"
+TLS_CERT_FILE = "/etc/roundcube-authentik/tls/cert.pem"
+TLS_KEY_FILE = "/etc/roundcube-authentik/tls/key.pem"
+
+# Volumes: the data that must survive every config change.
+MAIL_DIR = "/var/mail"                      # Dovecot maildirs
+POSTFIX_SPOOL_DIR = "/var/spool/postfix"    # queued mail
+ROUNDCUBE_DB_DIR = "/var/lib/roundcube/db"  # sqlite: contacts, identities, prefs
+ROUNDCUBE_DB_FILE = f"{ROUNDCUBE_DB_DIR}/roundcube.sqlite"
+
+# The owner of the maildirs; fixed so a rebuilt image still owns old mail.
+VMAIL_UID = 5000
+VMAIL_GID = 5000

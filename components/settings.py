@@ -1,0 +1,291 @@
+"""The stack's settings: one typed model, validated before any resource exists.
+
+Field names are the keys of the stack file (`roundcube-authentik:<field>`).
+Every error names the setting and what is allowed, so `pulumi preview` stops
+with a sentence a self-hoster can act on instead of a half-registered graph.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from pathlib import Path
+from typing import Any, Mapping, Optional
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PROJECT = "roundcube-authentik"
+
+# authentik parses lifetimes as `key=value;key=value` timedelta arguments.
+_VALIDITY_UNITS = ("weeks", "days", "hours", "minutes", "seconds")
+_VALIDITY_PART = re.compile(r"^(%s)=(\d+(?:\.\d+)?)$" % "|".join(_VALIDITY_UNITS))
+_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,49}$")
+_IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/:@-]*$")
+_RELAY = re.compile(r"^(\[[a-z0-9.-]+\]|[a-z0-9.-]+)(:\d{1,5})?$")
+
+
+class SettingsError(ValueError):
+    """Raised with one line per bad setting, each naming the setting."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Ports(_Strict):
+    """Host ports to publish on `publish_address`; null leaves a service unpublished."""
+
+    http: int = Field(8080, description="Roundcube's HTTP port (put your TLS proxy in front of it)")
+    smtp: Optional[int] = Field(25, description="inbound mail (MX) for mail_domain")
+    submission: Optional[int] = Field(587, description="mail clients sending with XOAUTH2/OAUTHBEARER")
+    imaps: Optional[int] = Field(None, description="IMAP over TLS for mail clients; needs tls")
+    imap: Optional[int] = Field(None, description="plain IMAP; only on a loopback publish_address")
+
+    @field_validator("*")
+    @classmethod
+    def _port_range(cls, value: Optional[int], info: Any) -> Optional[int]:
+        if value is not None and not 1 <= value <= 65535:
+            raise ValueError(f"must be a port between 1 and 65535, got {value}")
+        return value
+
+
+class TlsFiles(_Strict):
+    """PEM certificate chain and key for mail_hostname, as files on the Docker host.
+
+    They are mounted read-only into Dovecot and Postfix (e.g. certbot's
+    /etc/letsencrypt/live/<name>/fullchain.pem and privkey.pem), so the private
+    key never passes through Pulumi's state.
+    """
+
+    cert_file: str
+    key_file: str
+
+    @field_validator("cert_file", "key_file")
+    @classmethod
+    def _absolute(cls, path: str) -> str:
+        if not path.startswith("/") or "\n" in path or ".." in path.split("/"):
+            raise ValueError(f"must be an absolute path on the Docker host, got {path!r}")
+        return path
+
+
+class Settings(_Strict):
+    """Everything a stack says about its webmail. See the README's settings reference."""
+
+    dev: bool = Field(False, description="a development stack: allows http:// URLs")
+    mail_domain: str
+    mail_hostname: Optional[str] = Field(None, description="defaults to mail.<mail_domain>")
+    roundcube_url: str
+    authentik_url: str
+    authentik_ca_file: Optional[Path] = Field(None, description="PEM CA that signed authentik's certificate")
+    app_name: str = "Webmail"
+    app_slug: str = "webmail"
+    authorization_flow: str = "default-provider-authorization-implicit-consent"
+    invalidation_flow: str = "default-provider-invalidation-flow"
+    signing_key: str = "authentik Self-signed Certificate"
+    allowed_group: Optional[str] = None
+    access_token_validity: str = "minutes=10"
+    refresh_token_validity: str = "days=30"
+    docker_host: str = "unix:///var/run/docker.sock"
+    publish_address: str = "127.0.0.1"
+    ports: Ports = Ports()
+    relay_host: Optional[str] = None
+    base_image: str = "debian:trixie-slim"
+    protect_volumes: bool = True
+    tls: Optional[TlsFiles] = None
+
+    # -- single fields -------------------------------------------------------
+
+    @field_validator("mail_domain", "mail_hostname")
+    @classmethod
+    def _domain(cls, value: Optional[str]) -> Optional[str]:
+        if value is None:
+            return value
+        value = value.lower()
+        if not _DOMAIN.match(value):
+            raise ValueError(f"must be a DNS name such as example.com, got {value!r}")
+        return value
+
+    @field_validator("roundcube_url", "authentik_url")
+    @classmethod
+    def _site_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be an http(s):// URL such as https://mail.example.com, got {value!r}")
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ValueError(f"must have no user, query or fragment, got {value!r}")
+        if parts.path not in ("", "/"):
+            raise ValueError(f"must be the site root (served at /), got path {parts.path!r}")
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @field_validator("app_slug")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if not _SLUG.match(value):
+            raise ValueError(f"must be lower-case letters, digits, '-' or '_' (authentik slug), got {value!r}")
+        return value
+
+    @field_validator("app_name", "authorization_flow", "invalidation_flow", "signing_key", "allowed_group")
+    @classmethod
+    def _not_blank(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("access_token_validity", "refresh_token_validity")
+    @classmethod
+    def _validity(cls, value: str) -> str:
+        seconds = validity_seconds(value)
+        if seconds <= 0:
+            raise ValueError(f"must be longer than zero, got {value!r}")
+        return value
+
+    @field_validator("docker_host")
+    @classmethod
+    def _docker_host(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme
+        if scheme not in ("unix", "ssh") or value in ("unix://", "ssh://"):
+            raise ValueError(f"must be unix:///path/to/docker.sock or ssh://user@host, got {value!r}")
+        return value
+
+    @field_validator("publish_address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            raise ValueError(f"must be an IP address of the Docker host (e.g. 127.0.0.1 or 0.0.0.0), got {value!r}") from None
+
+    @field_validator("relay_host")
+    @classmethod
+    def _relay(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not _RELAY.match(value.lower()):
+            raise ValueError(f"must be a Postfix relayhost such as [smtp.example.net]:587, got {value!r}")
+        return value
+
+    @field_validator("base_image")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        if not _IMAGE_REF.match(value):
+            raise ValueError(f"must be an image reference such as debian:trixie-slim, got {value!r}")
+        return value
+
+    @field_validator("authentik_ca_file")
+    @classmethod
+    def _ca(cls, value: Optional[Path]) -> Optional[Path]:
+        return None if value is None else _pem_file(value)
+
+    # -- rules across fields -------------------------------------------------
+
+    @model_validator(mode="after")
+    def _coherent(self) -> "Settings":
+        problems = []
+        if not self.dev:
+            for field in ("roundcube_url", "authentik_url"):
+                url = getattr(self, field)
+                if not url.startswith("https://"):
+                    problems.append(f"{field} must be https:// in a stack that is not marked dev: true, got {url}")
+        published = {name: port for name, port in self.ports.model_dump().items() if port is not None}
+        seen: dict[int, str] = {}
+        for name, port in published.items():
+            if port in seen:
+                problems.append(f"ports.{name} and ports.{seen[port]} both use port {port}; each needs its own")
+            seen[port] = name
+        if self.ports.imaps is not None and self.tls is None:
+            problems.append("ports.imaps needs tls (cert_file and key_file); set tls or set ports.imaps to null")
+        loopback = ipaddress.ip_address(self.publish_address).is_loopback
+        if not loopback:
+            if self.ports.imap is not None:
+                problems.append(
+                    f"ports.imap (plain IMAP) may only be published on a loopback publish_address, "
+                    f"got {self.publish_address}; use ports.imaps with tls"
+                )
+            if self.ports.submission is not None and self.tls is None:
+                problems.append(
+                    f"ports.submission on {self.publish_address} needs tls: tokens would cross the network "
+                    "in clear; set tls or publish on 127.0.0.1"
+                )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    # -- derived values -------------------------------------------------------
+
+    @property
+    def host_name(self) -> str:
+        return self.mail_hostname or f"mail.{self.mail_domain}"
+
+    @property
+    def redirect_uri(self) -> str:
+        # What Roundcube 1.6 really sends (rcmail_oauth::get_redirect_uri).
+        return f"{self.roundcube_url}/index.php/login/oauth"
+
+
+def validity_seconds(value: str) -> float:
+    """Seconds in an authentik lifetime such as `hours=1;minutes=30`."""
+    total = 0.0
+    factors = {"weeks": 604800, "days": 86400, "hours": 3600, "minutes": 60, "seconds": 1}
+    for part in value.split(";"):
+        match = _VALIDITY_PART.match(part.strip())
+        if not match:
+            raise ValueError(
+                f"must be authentik lifetime syntax like 'minutes=10' or 'hours=1;minutes=30' "
+                f"(units: {', '.join(_VALIDITY_UNITS)}), got {value!r}"
+            )
+        total += float(match.group(2)) * factors[match.group(1)]
+    return total
+
+
+def _pem_file(path: Path) -> Path:
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ValueError(f"must be a readable PEM file, cannot read {str(path)!r}: {err.strerror}") from None
+    if "-----BEGIN " not in text:
+        raise ValueError(f"must be a PEM file, {str(path)!r} has no '-----BEGIN' block")
+    return path
+
+
+def load_settings(config: Mapping[str, Any], project: str = PROJECT) -> Settings:
+    """Builds the settings from a stack's config (`project:key` -> value).
+
+    Values arrive as Pulumi hands them to the program: strings, with objects,
+    lists, numbers and booleans JSON-encoded. Keys of other namespaces
+    (`authentik:`, `docker:`) belong to providers and are left alone.
+    """
+    prefix = f"{project}:"
+    raw: dict[str, Any] = {}
+    for key, value in config.items():
+        if key.startswith(prefix):
+            raw[key[len(prefix):]] = _decode(value)
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as err:
+        raise SettingsError(_explain(err, project)) from None
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _explain(err: ValidationError, project: str) -> str:
+    lines = []
+    for error in err.errors():
+        where = ".".join(str(part) for part in error["loc"])
+        setting = f"{project}:{where}" if where else f"{project} settings"
+        if error["type"] == "extra_forbidden":
+            allowed = ", ".join(sorted(Settings.model_fields)) if len(error["loc"]) == 1 else "see the README"
+            lines.append(f"{setting}: unknown setting; allowed settings are: {allowed}")
+        elif error["type"] == "missing":
+            lines.append(f"{setting}: required, not set")
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+            lines.append(f"{setting}: {message}")
+    return "invalid stack settings:\n  " + "\n  ".join(lines)

@@ -1,0 +1,67 @@
+"""Roundcube: the webmail users log into through authentik."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import pulumi
+
+from components import containers
+from components.containers import WWW_DATA_GID, File, Mount, Publish, ServiceSpec
+from components.render import layout
+from components.render.roundcube import render_roundcube_config
+from components.settings import Settings
+
+
+@dataclass
+class WebmailArgs:
+    settings: Settings
+    name_prefix: str
+    network_name: pulumi.Input[str]
+    image: pulumi.Input[str]
+    client_id: pulumi.Input[str]
+    client_secret: pulumi.Input[str]
+    des_key: pulumi.Input[str]
+
+
+class Webmail(pulumi.ComponentResource):
+    """Roundcube with its sqlite database in a volume, reading mail from Dovecot and sending through Postfix."""
+
+    url: str
+
+    def __init__(self, name: str, args: WebmailArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+        super().__init__("roundcube-authentik:index:Webmail", name, None, opts)
+        settings = args.settings
+        volumes = {
+            "database": containers.declare_volume(
+                self, f"{name}-database", f"{args.name_prefix}-roundcube-db", settings.protect_volumes
+            )
+        }
+        # Holds the OAuth client secret and the DES key.
+        config = pulumi.Output.secret(
+            pulumi.Output.all(args.client_id, args.client_secret, args.des_key).apply(
+                lambda creds: render_roundcube_config(settings, creds[0], creds[1], creds[2])
+            )
+        )
+        files = {layout.ROUNDCUBE_CONFIG: File(config, mode="0640", group=WWW_DATA_GID)}
+        if settings.authentik_ca_file is not None:
+            files[layout.AUTHENTIK_CA_FILE] = File(containers.read_text(settings.authentik_ca_file))
+
+        self.container = containers.declare_container(
+            self,
+            f"{name}-roundcube",
+            f"{args.name_prefix}-roundcube",
+            ServiceSpec(
+                service=layout.ROUNDCUBE_HOST,
+                image=args.image,
+                network_name=args.network_name,
+                publish_address=settings.publish_address,
+                files=files,
+                publish=[Publish(settings.ports.http, layout.HTTP_PORT)],
+                mounts=[Mount("database", layout.ROUNDCUBE_DB_DIR)],
+            ),
+            volumes,
+        )
+        self.url = settings.roundcube_url
+        self.register_outputs({"url": self.url})

@@ -1,0 +1,1 @@
+"""Evaluating the program without a Pulumi engine: capture and offline preview."""

@@ -1,0 +1,276 @@
+"""Runs the Pulumi program without an engine and records what it declares.
+
+Pulumi's own mock monitor stands in for the engine: the program (the project's
+real `__main__.py`) runs unchanged, every resource registration and data-source
+look-up is recorded with its inputs, and which inputs are secret. The unit
+tests, the offline preview and the end-to-end deployment all read the graph
+from here, so each of them sees exactly what `pulumi up` would be asked for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import runpy
+import secrets
+import string
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import pulumi
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import rpc
+from pulumi.runtime.settings import SETTINGS
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class DeclaredResource:
+    type: str
+    name: str
+    parent_name: str          # the logical name of the parent ("" for the stack)
+    inputs: dict[str, Any]    # secrets unwrapped
+    secret_paths: set[str]    # dotted paths of inputs that are secret, e.g. "uploads.0.content"
+    custom: bool
+    protect: bool
+    retain_on_delete: bool
+    delete_before_replace: bool
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Invoke:
+    token: str
+    args: dict[str, Any]
+
+
+@dataclass
+class Capture:
+    stack: str
+    resources: list[DeclaredResource]
+    invokes: list[Invoke]
+    exports: dict[str, Any]
+    secret_exports: set[str]
+
+    def of_type(self, type_: str) -> list[DeclaredResource]:
+        return [r for r in self.resources if r.type == type_]
+
+    def one(self, type_: str, name_suffix: str = "") -> DeclaredResource:
+        found = [r for r in self.of_type(type_) if r.name.endswith(name_suffix)]
+        if len(found) != 1:
+            raise LookupError(f"expected one {type_} named *{name_suffix}, found {[r.name for r in found]}")
+        return found[0]
+
+    def by_name(self, name: str) -> DeclaredResource:
+        return next(r for r in self.resources if r.name == name)
+
+
+class SecretMaker:
+    """Values for generated secrets: random (to deploy) or stable placeholders (to show)."""
+
+    def __init__(self, placeholders: bool) -> None:
+        self.placeholders = placeholders
+
+    def random_result(self, name: str, inputs: dict[str, Any]) -> str:
+        length = int(inputs.get("length", 32))
+        if self.placeholders:
+            return f"<secret:{name}>"
+        alphabet = string.ascii_letters + string.digits
+        if inputs.get("special", True) and inputs.get("overrideSpecial"):
+            alphabet += inputs["overrideSpecial"]
+        return "".join(secrets.choice(alphabet) for _ in range(length))
+
+    def config_secret(self, key: str) -> str:
+        return f"<secret:config:{key}>"
+
+
+def _stable_number(*parts: str) -> int:
+    return int(hashlib.sha256("/".join(parts).encode()).hexdigest()[:8], 16) % 90000 + 10000
+
+
+def _unwrap(value: Any, path: str, secret_paths: set[str]) -> Any:
+    if rpc.is_rpc_secret(value):
+        secret_paths.add(path)
+        return _unwrap(rpc.unwrap_rpc_secret(value), path, set())
+    if isinstance(value, dict):
+        return {k: _unwrap(v, f"{path}.{k}" if path else k, secret_paths) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unwrap(v, f"{path}.{i}" if path else str(i), secret_paths) for i, v in enumerate(value)]
+    if isinstance(value, float) and value.is_integer():
+        # The wire format has only doubles; ports and ids read better as ints.
+        return int(value)
+    return value
+
+
+class _ProgramMocks(pulumi.runtime.Mocks):
+    """Answers like the providers would, deterministically, for every type the program uses."""
+
+    def __init__(self, maker: SecretMaker) -> None:
+        self.maker = maker
+        self.invokes: list[Invoke] = []
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[Optional[str], dict]:
+        state = dict(args.inputs)
+        plain = _unwrap(args.inputs, "", set())
+        if args.typ in ("random:index/randomPassword:RandomPassword", "random:index/randomString:RandomString"):
+            state["result"] = rpc.wrap_rpc_secret(self.maker.random_result(args.name, plain))
+            return f"{args.name}-id", state
+        if args.typ == "docker:index/image:Image":
+            # Without a push the provider reports the local image id here.
+            digest = hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()
+            state["repoDigest"] = f"sha256:{digest}"
+            return f"{args.name}-id", state
+        if args.typ.startswith("authentik:"):
+            if args.typ == "authentik:index/application:Application":
+                state["uuid"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"authentik-application/{args.name}"))
+            # authentik ids are numbers (providers) or uuids; a stable number suits both uses here.
+            return str(_stable_number(args.typ, args.name)), state
+        return f"{args.name}-id", state
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, list[tuple[str, str]]]:
+        plain = _unwrap(dict(args.args), "", set())
+        self.invokes.append(Invoke(args.token, plain))
+        if args.token == "authentik:index/getFlow:getFlow":
+            return {"id": f"flow:{plain['slug']}", "slug": plain["slug"], "name": plain["slug"]}, []
+        if args.token == "authentik:index/getCertificateKeyPair:getCertificateKeyPair":
+            return {"id": f"keypair:{plain['name']}", "name": plain["name"]}, []
+        if args.token == "authentik:index/getPropertyMappingProviderScope:getPropertyMappingProviderScope":
+            scope = plain["managed"].rsplit("scope-", 1)[-1]
+            return {"id": f"scope:{scope}", "managed": plain["managed"], "scopeName": scope}, []
+        if args.token == "authentik:index/getGroup:getGroup":
+            return {"id": f"group:{plain['name']}", "name": plain["name"]}, []
+        return {}, []
+
+
+class _RecordingMonitor(pulumi_mocks.MockMonitor):
+    def __init__(self, mocks: _ProgramMocks) -> None:
+        super().__init__(mocks)
+        self.recorded: list[DeclaredResource] = []
+        self.names_by_urn: dict[str, str] = {}
+
+    def RegisterResource(self, request: Any) -> Any:
+        response = super().RegisterResource(request)
+        secret_paths: set[str] = set()
+        inputs = _unwrap(rpc.deserialize_properties(request.object), "", secret_paths)
+        self.names_by_urn[response.urn] = request.name
+        self.recorded.append(
+            DeclaredResource(
+                type=request.type,
+                name=request.name,
+                parent_name=self.names_by_urn.get(request.parent, ""),
+                inputs=inputs,
+                secret_paths=secret_paths,
+                custom=bool(request.custom),
+                protect=bool(request.protect),
+                retain_on_delete=bool(request.retainOnDelete),
+                delete_before_replace=bool(request.deleteBeforeReplace),
+            )
+        )
+        return response
+
+
+def read_stack_config(stack_file: Path, maker: SecretMaker, project: str = "roundcube-authentik") -> dict[str, str]:
+    """The stack file's config as Pulumi hands it to a program: `ns:key` -> string (objects as JSON)."""
+    import yaml
+
+    document = yaml.safe_load(stack_file.read_text()) or {}
+    unknown = set(document) - {"config", "secretsprovider", "encryptionsalt", "encryptedkey", "environment"}
+    if unknown:
+        raise ValueError(f"{stack_file}: unknown top-level keys {sorted(unknown)}")
+    config: dict[str, str] = {}
+    for key, value in (document.get("config") or {}).items():
+        full_key = key if ":" in key else f"{project}:{key}"
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            config[full_key] = maker.config_secret(full_key)
+        elif isinstance(value, str):
+            config[full_key] = value
+        else:
+            config[full_key] = json.dumps(value)
+    return config
+
+
+@contextlib.contextmanager
+def _in_project(project_dir: Path) -> Iterator[None]:
+    # The program imports `components`; take it from this project, not from a
+    # checkout captured earlier in the same process.
+    for module in [m for m in sys.modules if m == "components" or m.startswith("components.")]:
+        origin = getattr(sys.modules[module], "__file__", None) or ""
+        if not Path(origin).resolve().is_relative_to(project_dir.resolve()):
+            del sys.modules[module]
+    previous = os.getcwd()
+    sys.path.insert(0, str(project_dir))
+    os.chdir(project_dir)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+        sys.path.remove(str(project_dir))
+
+
+def capture(
+    stack: str,
+    config: dict[str, str],
+    *,
+    placeholders: bool = True,
+    project_dir: Path = PROJECT_DIR,
+    project: str = "roundcube-authentik",
+) -> Capture:
+    """Runs `project_dir/__main__.py` for `stack` with `config` and returns what it declared.
+
+    placeholders=True gives generated secrets stable `<secret:NAME>` values (for
+    showing); False gives real random values (for deploying in tests).
+    """
+    maker = SecretMaker(placeholders)
+    mocks = _ProgramMocks(maker)
+    monitor = _RecordingMonitor(mocks)
+    exports: dict[str, Any] = {}
+    secret_exports: set[str] = set()
+
+    pulumi.runtime.settings.reset_options()
+    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=monitor)
+    # The mock monitor implements RegisterPackage, but set_mocks does not load
+    # its feature list: without this, parameterized (bridged) providers such as
+    # pulumi-authentik refuse to register.
+    SETTINGS.feature_support["parameterization"] = True
+    pulumi.runtime.set_all_config(config, [k for k, v in config.items() if v.startswith("<secret:")])
+
+    declared_exports: dict[str, pulumi.Output[Any]] = {}
+
+    def record_export(name: str, value: Any) -> None:
+        declared_exports[name] = pulumi.Output.from_input(value)
+
+    real_export = pulumi.export
+    pulumi.export = record_export  # type: ignore[assignment]
+    try:
+        with _in_project(project_dir):
+            _sync_await(run_pulumi_func(lambda: runpy.run_path(str(project_dir / "__main__.py"), run_name="__main__")))
+            for name, output in declared_exports.items():
+                exports[name] = _sync_await(output.future())
+                if _sync_await(output.is_secret()):
+                    secret_exports.add(name)
+    finally:
+        pulumi.export = real_export  # type: ignore[assignment]
+        pulumi.runtime.set_all_config({}, [])
+        pulumi.runtime.settings.reset_options()
+
+    resources = [r for r in monitor.recorded if r.type != "pulumi:pulumi:Stack"]
+    return Capture(stack=stack, resources=resources, invokes=mocks.invokes, exports=exports, secret_exports=secret_exports)
+
+
+def capture_stack(stack: str, *, placeholders: bool = True, project_dir: Path = PROJECT_DIR,
+                  stack_file: Optional[Path] = None, override: Optional[Callable[[dict[str, str]], None]] = None) -> Capture:
+    """Captures a stack from its file in stacks/ (or `stack_file`)."""
+    maker = SecretMaker(placeholders)
+    path = stack_file or project_dir / "stacks" / f"Pulumi.{stack}.yaml"
+    config = read_stack_config(path, maker)
+    if override is not None:
+        override(config)
+    return capture(stack, config, placeholders=placeholders, project_dir=project_dir)
