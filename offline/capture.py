@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import runpy
 import secrets
 import string
@@ -82,14 +83,23 @@ class SecretMaker:
     def random_result(self, name: str, inputs: dict[str, Any]) -> str:
         length = int(inputs.get("length", 32))
         if self.placeholders:
-            return f"<secret:{name}>"
+            return placeholder(name)
         alphabet = string.ascii_letters + string.digits
         if inputs.get("special", True) and inputs.get("overrideSpecial"):
             alphabet += inputs["overrideSpecial"]
         return "".join(secrets.choice(alphabet) for _ in range(length))
 
     def config_secret(self, key: str) -> str:
-        return f"<secret:config:{key}>"
+        return placeholder("config." + key.replace(":", "."))
+
+
+PLACEHOLDER_PREFIX = "__SECRET_"
+
+
+def placeholder(name: str) -> str:
+    """A stable stand-in for a secret, made of URL-safe characters only, so it
+    survives percent-encoding and quoting in every rendered file."""
+    return f"{PLACEHOLDER_PREFIX}{re.sub(r'[^A-Za-z0-9._-]', '-', name)}__"
 
 
 def _stable_number(*parts: str) -> int:
@@ -158,6 +168,10 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
 
     def RegisterResource(self, request: Any) -> Any:
         response = super().RegisterResource(request)
+        registration = self.resources.get(response.urn)
+        outputs = _unwrap(dict(registration.state), "", set()) if registration else {}
+        if registration:
+            outputs["id"] = registration.id
         secret_paths: set[str] = set()
         inputs = _unwrap(rpc.deserialize_properties(request.object), "", secret_paths)
         self.names_by_urn[response.urn] = request.name
@@ -172,6 +186,7 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                 protect=bool(request.protect),
                 retain_on_delete=bool(request.retainOnDelete),
                 delete_before_replace=bool(request.deleteBeforeReplace),
+                outputs=outputs,
             )
         )
         return response
@@ -225,7 +240,7 @@ def capture(
 ) -> Capture:
     """Runs `project_dir/__main__.py` for `stack` with `config` and returns what it declared.
 
-    placeholders=True gives generated secrets stable `<secret:NAME>` values (for
+    placeholders=True gives generated secrets stable `__SECRET_NAME__` values (for
     showing); False gives real random values (for deploying in tests).
     """
     maker = SecretMaker(placeholders)
@@ -240,7 +255,7 @@ def capture(
     # its feature list: without this, parameterized (bridged) providers such as
     # pulumi-authentik refuse to register.
     SETTINGS.feature_support["parameterization"] = True
-    pulumi.runtime.set_all_config(config, [k for k, v in config.items() if v.startswith("<secret:")])
+    pulumi.runtime.set_all_config(config, [k for k, v in config.items() if v.startswith(PLACEHOLDER_PREFIX)])
 
     declared_exports: dict[str, pulumi.Output[Any]] = {}
 
@@ -251,7 +266,14 @@ def capture(
     pulumi.export = record_export  # type: ignore[assignment]
     try:
         with _in_project(project_dir):
-            _sync_await(run_pulumi_func(lambda: runpy.run_path(str(project_dir / "__main__.py"), run_name="__main__")))
+            try:
+                _sync_await(
+                    run_pulumi_func(lambda: runpy.run_path(str(project_dir / "__main__.py"), run_name="__main__"))
+                )
+            except Exception as err:
+                # Lets callers check that a bad stack stopped before registering anything.
+                err.declared = [r for r in monitor.recorded if r.type != "pulumi:pulumi:Stack"]  # type: ignore[attr-defined]
+                raise
             for name, output in declared_exports.items():
                 exports[name] = _sync_await(output.future())
                 if _sync_await(output.is_secret()):

@@ -9,8 +9,8 @@ runs under Pulumi's mocks (offline.capture). For each stack it writes
     DIR/<stack>/files/<container>/<path>   every uploaded file, as the container sees it
     DIR/<stack>/exports.yaml     the stack outputs
 
-Generated secrets appear as stable placeholders (`<secret:NAME>`), secret
-config as `<secret:config:KEY>`, so two runs give identical trees and a diff
+Generated secrets appear as stable placeholders (`__SECRET_NAME__`), secret
+config as `__SECRET_config.KEY__`, so two runs give identical trees and a diff
 of two trees shows exactly which lines a change touches.
 """
 
@@ -25,9 +25,9 @@ from typing import Any
 
 import yaml
 
-from offline.capture import PROJECT_DIR, Capture, DeclaredResource, capture_stack
+from offline.capture import PLACEHOLDER_PREFIX, PROJECT_DIR, Capture, DeclaredResource, capture_stack
 
-PLACEHOLDER = "<secret:"
+PLACEHOLDER = PLACEHOLDER_PREFIX
 HIDDEN = "<secret>"
 # Pulumi marks a whole top-level input secret when any part is; an upload's
 # path and mode are not the secret part.
