@@ -358,6 +358,10 @@ def _parse_provider(raw: dict, where: str, custom: dict[str, list[ScopeMapping]]
         entry_where = f"{where}.allowed_redirect_uris[{index}]"
         if not isinstance(entry, dict):
             raise ConfigError(f"{entry_where}: expected {{matching_mode, url}}")
+        if "matchingMode" in entry and "matching_mode" not in entry:  # as Pulumi records the input
+            entry = {**entry, "matching_mode": entry["matchingMode"]}
+            del entry["matchingMode"]
+        _note_unknown(entry, {"matching_mode", "url"}, entry_where, warnings)
         mode = _optional(entry, "matching_mode", entry_where, str, "strict")
         if mode not in MATCHING_MODES:
             raise ConfigError(f"{entry_where}.matching_mode: expected one of {MATCHING_MODES}")
