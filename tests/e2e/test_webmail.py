@@ -1,0 +1,286 @@
+"""A person logs into Roundcube through authentik, mail goes round, and bad tokens are refused.
+
+The tests run in file order against one deployed stack (see conftest.py);
+the browser session opened by the first is used again by later ones.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import time
+import uuid
+from typing import Any, Iterator
+
+import jwt
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests.e2e import mailclients
+from tests.e2e.conftest import (
+    ACCESS_TOKEN_SECONDS,
+    ARTIFACTS,
+    AUTH_HOST,
+    AUTH_URL,
+    MAIL_DOMAIN,
+    MAIL_HOST,
+    OTHER_CLIENT,
+    OTHER_REDIRECT,
+    PORTS,
+    ROUNDCUBE_URL,
+    Stack,
+    wait_for,
+)
+from tests.e2e.mailclients import LoginRefused
+from tests.e2e.standin import client as idp
+
+pytestmark = pytest.mark.e2e
+
+ALICE, BOB, CAROL = (f"{u}@{MAIL_DOMAIN}" for u in ("alice", "bob", "carol"))
+PASSWORDS = {ALICE: "alice-pw", BOB: "bob-pw", CAROL: "carol-pw"}
+CHROMIUM = "/usr/bin/chromium"
+
+
+def spki_pin(cert_file) -> str:
+    cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    spki = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(spki).digest()).decode()
+
+
+@pytest.fixture(scope="module")
+def browser(stack: Stack, pki: dict) -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                # authentik's name leads to the published port on loopback...
+                f"--host-resolver-rules=MAP {AUTH_HOST} 127.0.0.1",
+                # ...and only the stand-in's certificate (signed by the test CA) is accepted.
+                f"--ignore-certificate-errors-spki-list={spki_pin(pki['auth_cert'])}",
+            ],
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def tokens(stack: Stack, user: str, **kwargs: Any) -> dict[str, Any]:
+    return idp.login_and_get_tokens(
+        AUTH_URL,
+        kwargs.pop("client_id", stack.client_id),
+        kwargs.pop("client_secret", stack.client_secret),
+        kwargs.pop("redirect_uri", stack.redirect_uri),
+        user.split("@")[0],
+        PASSWORDS[user],
+        verify=str(stack.ca_file),
+        **kwargs,
+    )
+
+
+def imap(stack: Stack, user: str, token: str, mechanism: str = "XOAUTH2"):
+    return mailclients.imap_login(MAIL_HOST, PORTS["imaps"], stack.ca_file, user, token, mechanism)
+
+
+def login_through_authentik(page: Page, user: str) -> None:
+    page.goto(ROUNDCUBE_URL + "/")
+    page.get_by_role("link", name=re.compile("authentik", re.I)).or_(
+        page.get_by_role("button", name=re.compile("authentik", re.I))
+    ).first.click()
+    page.wait_for_url(re.compile(re.escape(AUTH_URL)))
+    page.fill("#uid_field", user.split("@")[0])
+    page.fill("#password", PASSWORDS[user])
+    page.get_by_role("button", name="Log in").click()
+
+
+def wait_for_inbox(page: Page) -> None:
+    page.wait_for_url(re.compile(r"_task=mail"), timeout=30000)
+    page.locator("#mailboxlist li.inbox").wait_for(timeout=30000)
+
+
+def new_logs(stack: Stack, service: str, since: int) -> str:
+    return stack.logs(service)[since:]
+
+
+@pytest.fixture(scope="module")
+def alice_page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+# -- the happy path ------------------------------------------------------------------
+
+
+def test_browser_login_through_authentik_lands_in_the_inbox(stack: Stack, alice_page: Page) -> None:
+    login_through_authentik(alice_page, ALICE)
+    wait_for_inbox(alice_page)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    alice_page.screenshot(path=str(ARTIFACTS / "inbox.png"), full_page=True)
+    assert ALICE in alice_page.content(), "Roundcube shows the logged-in identity"
+    standin = stack.logs("authentik")
+    assert "authorization_code" in standin
+    # Dovecot asked authentik about the very token Roundcube presented.
+    assert "introspect" in standin
+
+
+def test_mail_sent_in_roundcube_arrives_in_the_other_users_mailbox(stack: Stack, alice_page: Page) -> None:
+    subject = f"Roundcube round trip {uuid.uuid4().hex[:8]}"
+    page = alice_page
+    page.goto(ROUNDCUBE_URL + "/?_task=mail&_action=compose")
+    # Elastic's recipient widget: a visible input in front of the hidden _to field.
+    to = page.locator(".recipient-input input").first
+    to.wait_for(timeout=30000)
+    to.type(BOB)
+    to.press("Enter")
+    page.fill("#compose-subject", subject)
+    page.fill("#composebody", "Hello Bob, from Roundcube through Postfix and Dovecot.")
+    page.locator("button.send").click()
+    page.get_by_text("Message sent successfully").wait_for(timeout=30000)
+
+    bob = imap(stack, BOB, tokens(stack, BOB)["access_token"])
+    try:
+        wait_for(lambda: subject in mailclients.inbox_subjects(bob), "the message in Bob's inbox", timeout=30)
+    finally:
+        bob.logout()
+
+
+def test_submission_with_xoauth2_on_587_delivers(stack: Stack) -> None:
+    subject = f"Submission {uuid.uuid4().hex[:8]}"
+    token = tokens(stack, BOB)["access_token"]
+    assert len(token) > 700, "a JWT as long as authentik's travels inline on the AUTH line"
+    mailclients.smtp_submit(MAIL_HOST, PORTS["submission"], stack.ca_file, BOB, token, mailclients.message(BOB, ALICE, subject))
+    alice = imap(stack, ALICE, tokens(stack, ALICE)["access_token"], mechanism="OAUTHBEARER")
+    try:
+        wait_for(lambda: subject in mailclients.inbox_subjects(alice), "the message in Alice's inbox", timeout=30)
+    finally:
+        alice.logout()
+
+
+def test_a_user_cannot_send_as_another(stack: Stack) -> None:
+    token = tokens(stack, BOB)["access_token"]
+    with pytest.raises(Exception, match="Sender address rejected|not owned by user"):
+        mailclients.smtp_submit(
+            MAIL_HOST, PORTS["submission"], stack.ca_file, BOB, token, mailclients.message(ALICE, BOB, "forged")
+        )
+
+
+def test_a_user_outside_the_allowed_group_is_stopped_at_authentik(stack: Stack) -> None:
+    with pytest.raises(idp.FlowError):
+        tokens(stack, CAROL)
+
+
+# -- refused, each with its reason in the log --------------------------------------------
+
+
+def test_a_token_for_one_user_presented_as_another_is_refused(stack: Stack) -> None:
+    token = tokens(stack, ALICE)["access_token"]
+    before = len(stack.logs("dovecot"))
+    with pytest.raises(LoginRefused):
+        imap(stack, BOB, token)
+    with pytest.raises(LoginRefused):
+        mailclients.smtp_submit(
+            MAIL_HOST, PORTS["submission"], stack.ca_file, BOB, token, mailclients.message(BOB, ALICE, "x")
+        )
+    log = new_logs(stack, "dovecot", before)
+    assert re.search(r"did not match|Username .* mismatch", log, re.I), log[-2000:]
+
+
+def test_a_token_issued_to_another_client_is_refused(stack: Stack) -> None:
+    other = tokens(stack, ALICE, redirect_uri=OTHER_REDIRECT, scope="openid email offline_access", **OTHER_CLIENT)
+    before_dovecot, before_idp = len(stack.logs("dovecot")), len(stack.logs("authentik"))
+    with pytest.raises(LoginRefused):
+        imap(stack, ALICE, other["access_token"])
+    assert re.search(r"not valid|invalid", new_logs(stack, "dovecot", before_dovecot), re.I)
+    assert re.search(r"another provider|other provider", new_logs(stack, "authentik", before_idp), re.I)
+
+
+def test_garbage_xoauth2_is_refused(stack: Stack) -> None:
+    before = len(stack.logs("dovecot"))
+    with pytest.raises(LoginRefused):
+        imap(stack, ALICE, "this.is-not.a-token")
+    assert re.search(r"not valid|invalid", new_logs(stack, "dovecot", before), re.I)
+
+
+def test_an_expired_token_is_refused(stack: Stack) -> None:
+    token = tokens(stack, ALICE)["access_token"]
+    imap(stack, ALICE, token).logout()  # valid while fresh
+    expires = jwt.decode(token, options={"verify_signature": False})["exp"]
+    time.sleep(max(0.0, expires - time.time()) + 2)
+    before_dovecot, before_idp = len(stack.logs("dovecot")), len(stack.logs("authentik"))
+    with pytest.raises(LoginRefused):
+        imap(stack, ALICE, token)
+    assert re.search(r"not valid|invalid", new_logs(stack, "dovecot", before_dovecot), re.I)
+    assert re.search(r"expired", new_logs(stack, "authentik", before_idp), re.I)
+
+
+# -- a session outlives its access token ---------------------------------------------------
+
+
+def test_the_roundcube_session_survives_the_access_tokens_expiry(stack: Stack, alice_page: Page) -> None:
+    # The browser session began at the first test; its first access token
+    # (ACCESS_TOKEN_SECONDS) has long expired by now.
+    before = len(stack.logs("authentik"))
+    alice_page.goto(ROUNDCUBE_URL + "/?_task=mail&_mbox=INBOX")
+    wait_for_inbox(alice_page)
+    alice_page.locator("#messagelist tbody tr").first.wait_for(timeout=30000)
+    assert "refresh_token" in new_logs(stack, "authentik", before), "Roundcube refreshed the access token"
+
+
+# -- the identity provider goes away and comes back ----------------------------------------------
+
+
+def test_logins_fail_closed_while_authentik_is_unreachable_and_recover(stack: Stack) -> None:
+    token = tokens(stack, ALICE)["access_token"]
+    network = stack.deployment.networks[0]
+    before = len(stack.logs("dovecot"))
+    network.disconnect(stack.standin)
+    try:
+        with pytest.raises(LoginRefused):
+            imap(stack, ALICE, token)
+        import requests
+
+        assert requests.get(ROUNDCUBE_URL + "/", timeout=10).status_code == 200
+        for service in ("dovecot", "postfix", "roundcube"):
+            assert stack.deployment.container(service).status == "running", f"{service} kept running"
+        log = new_logs(stack, "dovecot", before)
+        assert re.search(r"oauth2.*(fail|error|resolve|connect)", log, re.I), log[-2000:]
+    finally:
+        network.connect(stack.standin, aliases=[AUTH_HOST])
+    wait_for(lambda: bool(imap(stack, ALICE, token).logout()), "a login after authentik returned", timeout=30)
+
+
+# -- a redirect URI that is not Roundcube's ------------------------------------------------------
+
+
+def test_a_provider_registered_with_the_guides_old_redirect_uri_stops_at_authentiks_error_page(
+    stack: Stack, browser: Browser
+) -> None:
+    outdated = stack.redirect_uri.replace("/index.php/login/oauth", "/?_task=settings&_action=plugin.oauth_redirect")
+    config = {**stack.standin_config}
+    app = {**config["applications"][0]}
+    app["provider"] = {**app["provider"], "allowed_redirect_uris": [{"matching_mode": "strict", "url": outdated}]}
+    config["applications"] = [app, *config["applications"][1:]]
+    stack.restart_standin(config)
+    try:
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(ROUNDCUBE_URL + "/")
+        page.get_by_role("link", name=re.compile("authentik", re.I)).or_(
+            page.get_by_role("button", name=re.compile("authentik", re.I))
+        ).first.click()
+        page.get_by_text("Redirect URI Error").wait_for(timeout=15000)
+        page.screenshot(path=str(ARTIFACTS / "redirect-uri-error.png"))
+        context.close()
+        assert re.search(r"redirect", stack.logs("authentik"), re.I)
+    finally:
+        stack.restart_standin(stack.standin_config)
