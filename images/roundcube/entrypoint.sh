@@ -1,3 +1,41 @@
 #!/bin/sh
+# Creates Roundcube's sqlite database in a fresh volume (never touching an
+# existing one) and runs Apache in the foreground as PID 1.
 set -eu
-exec apache2ctl -D FOREGROUND
+
+CONFIG=/etc/roundcube/config.inc.php
+DB_DIR=/var/lib/roundcube/db
+DB_FILE="$DB_DIR/roundcube.sqlite"
+SCHEMA=/usr/share/roundcube/SQL/sqlite.initial.sql
+
+if [ ! -f "$CONFIG" ]; then
+    echo "entrypoint: $CONFIG is missing; the program uploads it before start" >&2
+    exit 1
+fi
+# It holds the OAuth client secret and the DES key: root and Apache only.
+chown root:www-data "$CONFIG"
+chmod 0640 "$CONFIG"
+
+# sqlite writes its journal next to the database: the folder is Apache's.
+chown www-data:www-data "$DB_DIR"
+chmod 0750 "$DB_DIR"
+
+if [ ! -e "$DB_FILE" ]; then
+    # Built under a temporary name and moved into place, so a failed run
+    # never leaves a half-made database that the next start would keep.
+    tmp="$DB_DIR/.roundcube.sqlite.new"
+    rm -f "$tmp"
+    sqlite3 -bail "$tmp" < "$SCHEMA"
+    chown www-data:www-data "$tmp"
+    chmod 0640 "$tmp"
+    mv "$tmp" "$DB_FILE"
+    echo "entrypoint: created $DB_FILE from $SCHEMA" >&2
+fi
+
+# Debian's envvars reads unset variables: not under `set -u`.
+set +u
+. /etc/apache2/envvars
+set -u
+mkdir -p "$APACHE_RUN_DIR" "$APACHE_LOCK_DIR"
+rm -f "$APACHE_PID_FILE"
+exec apache2 -D FOREGROUND "$@"

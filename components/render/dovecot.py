@@ -1,0 +1,152 @@
+"""dovecot.conf (Dovecot 2.4): IMAP, LMTP and the SASL auth service, with every
+OAuth 2 bearer token checked by authentik's introspection endpoint.
+
+One HTTP call per login: `introspection_mode = post` with the client's
+credentials as the URL's user info (Dovecot sends them as HTTP Basic), and
+`force_introspection` so the `active` answer is always what decides. No
+`tokeninfo_url`: in 2.4.1 the active check would then run on the userinfo
+answer, which has no `active` field, and every login would fail.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote, urlsplit
+
+from components.render import layout
+from components.settings import Settings
+
+# The system's CA bundle folder (Debian's ca-certificates), used for the
+# oauth2 HTTP client when no authentik CA is configured.
+SYSTEM_CA_DIR = "/etc/ssl/certs"
+
+# Characters a value may have and still be written bare; anything else is quoted.
+_BARE = re.compile(r"^[A-Za-z0-9_./:@=+,-]+$")
+
+
+def render_dovecot_conf(settings: Settings, client_id: str, client_secret: str) -> str:
+    """The whole dovecot.conf; the image reads nothing else."""
+    lines = [
+        "# Rendered by roundcube-authentik (components/render/dovecot.py) from the",
+        "# stack settings. Do not edit: the program replaces it on every change.",
+        "# It holds the OAuth client secret.",
+        # 2.4 refuses a config whose first setting is anything else.
+        "dovecot_config_version = 2.4.0",
+        "dovecot_storage_version = 2.4.0",
+        "",
+        "protocols = imap lmtp",
+        "log_path = /dev/stderr",
+        "",
+        "# Only OAuth 2 bearer tokens, checked by authentik. Tokens may cross the",
+        "# private network and a loopback-only IMAP port in clear.",
+        "auth_mechanisms = xoauth2 oauthbearer",
+        "auth_allow_cleartext = yes",
+        "",
+        "oauth2 {",
+        f"  introspection_url = {_value(introspection_url(settings, client_id, client_secret))}",
+        "  introspection_mode = post",
+        "  force_introspection = yes",
+        "  active_attribute = active",
+        "  active_value = true",
+        "  username_attribute = email",
+        "  # Dovecot lower-cases the login name (auth_username_format); compare",
+        "  # authentik's email the same way, or Alice@Example.com never logs in.",
+        f"  username_validation_format = {_value('%{user | lower}')}",
+        *_oauth2_tls(settings),
+        "}",
+        "",
+        "# Every address of the mail domain has a mailbox, owned by vmail.",
+        "userdb static {",
+        "  fields {",
+        f"    uid = {layout.VMAIL_UID}",
+        f"    gid = {layout.VMAIL_GID}",
+        f"    home = {_value(layout.MAIL_DIR + '/%{user | domain}/%{user | username}')}",
+        "  }",
+        "  allow_all_users = yes",
+        "}",
+        "mail_driver = maildir",
+        "mail_path = ~/Maildir",
+        "",
+        *_server_tls(settings),
+        "",
+        "service imap-login {",
+        "  inet_listener imap {",
+        "    listen = *",
+        f"    port = {layout.IMAP_PORT}",
+        "  }",
+        "  inet_listener imaps {",
+        *(
+            ["    listen = *", f"    port = {layout.IMAPS_PORT}", "    ssl = yes"]
+            if settings.tls is not None
+            else ["    # no tls in this stack: no IMAPS", "    port = 0"]
+        ),
+        "  }",
+        "}",
+        "",
+        "# Postfix delivers here.",
+        "service lmtp {",
+        "  inet_listener lmtp {",
+        "    listen = *",
+        f"    port = {layout.LMTP_PORT}",
+        "  }",
+        "}",
+        "",
+        "# Postfix authenticates submission here (smtpd_sasl_type = dovecot).",
+        "service auth {",
+        "  inet_listener auth {",
+        "    listen = *",
+        f"    port = {layout.AUTH_PORT}",
+        "  }",
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def introspection_url(settings: Settings, client_id: str, client_secret: str) -> str:
+    """authentik's introspection endpoint with the client's credentials as user info.
+
+    Both credentials are percent-encoded with no character left bare, so the
+    result holds only unreserved characters and `%XX`: nothing Dovecot 2.4
+    expands (`%{...}`, `$...`) and nothing that ends the URL's user info.
+    Dovecot decodes them again and sends the raw credentials as HTTP Basic
+    (checked with Dovecot 2.4.1). A client id with `:` cannot be sent that way
+    (RFC 7617), and Dovecot's auth process aborts on one, so it is refused here.
+    """
+    if ":" in client_id:
+        raise ValueError("an OAuth client id for Dovecot's introspection cannot contain ':' (HTTP Basic user-id)")
+    parts = urlsplit(settings.authentik_url)
+    if not re.fullmatch(r"[A-Za-z0-9.:\[\]-]+", parts.netloc):
+        raise ValueError(f"authentik_url has an unexpected host part: {parts.netloc!r}")
+    userinfo = f"{quote(client_id, safe='')}:{quote(client_secret, safe='')}"
+    return f"{parts.scheme}://{userinfo}@{parts.netloc}/application/o/introspect/"
+
+
+def _oauth2_tls(settings: Settings) -> list[str]:
+    # Settings inside the oauth2 filter apply to its HTTP client only.
+    if settings.authentik_ca_file is not None:
+        return [
+            "  # Trust exactly the CA that signed authentik's certificate.",
+            f"  ssl_client_ca_file = {_value(layout.AUTHENTIK_CA_FILE)}",
+            "  ssl_client_ca_dir =",
+        ]
+    return [f"  ssl_client_ca_dir = {_value(SYSTEM_CA_DIR)}"]
+
+
+def _server_tls(settings: Settings) -> list[str]:
+    if settings.tls is None:
+        return ["ssl = no"]
+    return [
+        "# STARTTLS on the IMAP port, implicit TLS on IMAPS.",
+        "ssl = yes",
+        f"ssl_server_cert_file = {_value(layout.TLS_CERT_FILE)}",
+        f"ssl_server_key_file = {_value(layout.TLS_KEY_FILE)}",
+    ]
+
+
+def _value(text: str) -> str:
+    """A setting's value in Dovecot's syntax: bare when safe, else double-quoted."""
+    if _BARE.match(text):
+        return text
+    if any(c in text for c in "\r\n\0"):
+        raise ValueError(f"a Dovecot setting cannot hold a line break or NUL: {text!r}")
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

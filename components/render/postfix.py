@@ -1,0 +1,159 @@
+"""Postfix 3.10 main.cf and master.cf: inbound SMTP for the mail domain,
+submission authenticated by Dovecot (XOAUTH2 / OAUTHBEARER tokens), delivery
+to Dovecot over LMTP. Nothing is chrooted: the container is the sandbox.
+"""
+
+from __future__ import annotations
+
+from components.render import layout
+from components.settings import Settings
+
+_HEADER = [
+    "# Rendered by roundcube-authentik (components/render/postfix.py) from the",
+    "# stack settings. Do not edit: the program replaces it on every change.",
+]
+
+# Each login is an email address (Dovecot's username_attribute = email) and
+# owns exactly that address. `$$` is a literal `$` in main.cf.
+SENDER_LOGIN_MAP = "regexp:{{/^(.+)$$/ $${1}}}"
+
+
+def render_postfix_main_cf(settings: Settings) -> str:
+    lines = [
+        *_HEADER,
+        "compatibility_level = 3.6",
+        "maillog_file = /dev/stdout",
+        "",
+        f"myhostname = {settings.host_name}",
+        "myorigin = $myhostname",
+        "smtpd_banner = $myhostname ESMTP",
+        "biff = no",
+        "append_dot_mydomain = no",
+        "readme_directory = no",
+        "inet_interfaces = all",
+        "inet_protocols = ipv4",
+        "",
+        "# No local delivery: every mailbox is Dovecot's, reached over LMTP.",
+        "mydestination =",
+        "alias_maps =",
+        "alias_database =",
+        "local_recipient_maps =",
+        f"virtual_mailbox_domains = {settings.mail_domain}",
+        f"virtual_transport = lmtp:inet:{layout.DOVECOT_HOST}:{layout.LMTP_PORT}",
+        f"relayhost = {settings.relay_host or ''}".rstrip(),
+        "mynetworks = 127.0.0.0/8",
+        "",
+        "# SASL through Dovecot's auth service. Dovecot reports XOAUTH2 and",
+        "# OAUTHBEARER as plaintext mechanisms: `noplaintext` would leave none and",
+        "# smtpd would die; TLS is required per port in master.cf instead.",
+        "smtpd_sasl_type = dovecot",
+        f"smtpd_sasl_path = inet:{layout.DOVECOT_HOST}:{layout.AUTH_PORT}",
+        "smtpd_sasl_auth_enable = no",
+        "smtpd_sasl_security_options = noanonymous",
+        "smtpd_sasl_tls_security_options = noanonymous",
+        "smtpd_sasl_authenticated_header = no",
+        "# authentik's access tokens are ~1800-character JWTs, sent inline on the",
+        "# AUTH line by many clients.",
+        "line_length_limit = 8192",
+        "",
+        "smtpd_helo_required = yes",
+        "disable_vrfy_command = yes",
+        "smtpd_relay_restrictions = permit_sasl_authenticated, reject_unauth_destination",
+        f"smtpd_sender_login_maps = {SENDER_LOGIN_MAP}",
+        "",
+        "# Outbound: TLS when the other side offers it.",
+        "smtp_tls_security_level = may",
+        "smtp_tls_CApath = /etc/ssl/certs",
+        *_server_tls(settings),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _server_tls(settings: Settings) -> list[str]:
+    if settings.tls is None:
+        return ["smtpd_tls_security_level = none"]
+    return [
+        "# Inbound: the certificate for STARTTLS; each port sets its own level.",
+        f"smtpd_tls_cert_file = {layout.TLS_CERT_FILE}",
+        f"smtpd_tls_key_file = {layout.TLS_KEY_FILE}",
+        "smtpd_tls_security_level = none",
+        "smtpd_tls_mandatory_protocols = >=TLSv1.2",
+        "smtpd_tls_loglevel = 1",
+    ]
+
+
+# master.cf: service, type, private, unpriv, chroot, wakeup, maxproc, command.
+_INTERNAL_SERVICES = [
+    ("pickup", "unix", "n", "-", "n", "60", "1", "pickup"),
+    ("cleanup", "unix", "n", "-", "n", "-", "0", "cleanup"),
+    ("qmgr", "unix", "n", "-", "n", "300", "1", "qmgr"),
+    ("tlsmgr", "unix", "-", "-", "n", "1000?", "1", "tlsmgr"),
+    ("rewrite", "unix", "-", "-", "n", "-", "-", "trivial-rewrite"),
+    ("bounce", "unix", "-", "-", "n", "-", "0", "bounce"),
+    ("defer", "unix", "-", "-", "n", "-", "0", "bounce"),
+    ("trace", "unix", "-", "-", "n", "-", "0", "bounce"),
+    ("verify", "unix", "-", "-", "n", "-", "1", "verify"),
+    ("flush", "unix", "n", "-", "n", "1000?", "0", "flush"),
+    ("proxymap", "unix", "-", "-", "n", "-", "-", "proxymap"),
+    ("proxywrite", "unix", "-", "-", "n", "-", "1", "proxymap"),
+    ("smtp", "unix", "-", "-", "n", "-", "-", "smtp"),
+    ("relay", "unix", "-", "-", "n", "-", "-", "smtp"),
+    ("showq", "unix", "n", "-", "n", "-", "-", "showq"),
+    ("error", "unix", "-", "-", "n", "-", "-", "error"),
+    ("retry", "unix", "-", "-", "n", "-", "-", "error"),
+    ("discard", "unix", "-", "-", "n", "-", "-", "discard"),
+    ("local", "unix", "-", "n", "n", "-", "-", "local"),
+    ("virtual", "unix", "-", "n", "n", "-", "-", "virtual"),
+    ("lmtp", "unix", "-", "-", "n", "-", "-", "lmtp"),
+    ("anvil", "unix", "-", "-", "n", "-", "1", "anvil"),
+    ("scache", "unix", "-", "-", "n", "-", "1", "scache"),
+    ("postlog", "unix-dgram", "n", "-", "n", "-", "1", "postlogd"),
+]
+
+
+def render_postfix_master_cf(settings: Settings) -> str:
+    tls = settings.tls is not None
+    # Submission ports: only authenticated clients, each sending as itself.
+    submission_rules = [
+        "smtpd_sasl_auth_enable=yes",
+        "smtpd_client_restrictions=permit_sasl_authenticated,reject",
+        "smtpd_sender_restrictions=reject_sender_login_mismatch",
+        "smtpd_relay_restrictions=permit_sasl_authenticated,reject",
+    ]
+    lines = [
+        *_HEADER,
+        "# service   type  private unpriv  chroot  wakeup  maxproc command + args",
+        "",
+        "# Inbound mail for the mail domain (MX).",
+        _service(str(layout.SMTP_PORT), "inet", "n", "-", "n", "-", "-", "smtpd"),
+        _option("syslog_name=postfix/smtp"),
+        *([_option("smtpd_tls_security_level=may")] if tls else []),
+        "",
+        "# Mail clients. With tls, AUTH is offered only after STARTTLS.",
+        _service(str(layout.SUBMISSION_PORT), "inet", "n", "-", "n", "-", "-", "smtpd"),
+        _option("syslog_name=postfix/submission"),
+        *(
+            [_option("smtpd_tls_security_level=encrypt"), _option("smtpd_tls_auth_only=yes")]
+            if tls
+            else []
+        ),
+        *[_option(rule) for rule in submission_rules],
+        "",
+        "# Roundcube only: the private network, never published.",
+        _service(str(layout.WEBMAIL_SUBMISSION_PORT), "inet", "n", "-", "n", "-", "-", "smtpd"),
+        _option("syslog_name=postfix/webmail"),
+        _option("smtpd_tls_security_level=none"),
+        *[_option(rule) for rule in submission_rules],
+        "",
+        *[_service(*row) for row in _INTERNAL_SERVICES],
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _service(*fields: str) -> str:
+    name, kind, *rest = fields
+    return f"{name:<10} {kind:<10} " + "  ".join(f"{field:<6}" for field in rest).rstrip()
+
+
+def _option(setting: str) -> str:
+    return f"  -o {setting}"

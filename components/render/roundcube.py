@@ -1,0 +1,99 @@
+"""Roundcube 1.6 config.inc.php: OAuth login through authentik, IMAP at
+Dovecot and SMTP at Postfix with the user's access token (XOAUTH2).
+
+No PHP value is built by pasting strings: the settings are one JSON document
+in a nowdoc (no interpolation, no escapes) that PHP decodes at load time. JSON
+produced by `json.dumps(..., ensure_ascii=True, indent=...)` has no raw line
+breaks inside strings, and each of its lines starts with whitespace, a quote
+or a bracket, so no credential can end the nowdoc or reach PHP as code.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from components.render import layout
+from components.settings import Settings
+
+# The nowdoc's closing marker; no line of the JSON document can start with it.
+_MARKER = "ROUNDCUBE_AUTHENTIK_JSON"
+
+# What Roundcube asks authentik for. `openid` makes the token introspectable,
+# `email` names the mailbox, `offline_access` brings a refresh token (without it
+# the session dies with the access token), `dovecotprofile` is the project's
+# scope mapping.
+OAUTH_SCOPE = "openid email offline_access dovecotprofile"
+
+
+def roundcube_settings(settings: Settings, client_id: str, client_secret: str, des_key: str) -> dict[str, Any]:
+    """The `$config` array Roundcube gets, as Python data."""
+    authentik = f"{settings.authentik_url}/application/o"
+    return {
+        "product_name": settings.app_name,
+        "db_dsnw": f"sqlite:///{layout.ROUNDCUBE_DB_FILE}?mode=0640",
+        "des_key": des_key,
+        # Dovecot and Postfix on the private network, without TLS: tokens never
+        # leave the Docker network here.
+        "imap_host": f"{layout.DOVECOT_HOST}:{layout.IMAP_PORT}",
+        # 1.6.20 logs in with XOAUTH2: the identity as user, `Bearer <token>`.
+        "smtp_host": f"{layout.POSTFIX_HOST}:{layout.WEBMAIL_SUBMISSION_PORT}",
+        "oauth_provider": "generic",
+        "oauth_provider_name": "authentik",
+        "oauth_client_id": client_id,
+        "oauth_client_secret": client_secret,
+        "oauth_auth_uri": f"{authentik}/authorize/",
+        "oauth_token_uri": f"{authentik}/token/",
+        "oauth_identity_uri": f"{authentik}/userinfo/",
+        "oauth_scope": OAUTH_SCOPE,
+        "oauth_identity_fields": ["email"],
+        # A "Login with authentik" button on the login page, no automatic redirect.
+        "oauth_login_redirect": False,
+        # Passed to Guzzle's `verify`: true (system CAs) or a CA bundle's path.
+        "oauth_verify_peer": layout.AUTHENTIK_CA_FILE if settings.authentik_ca_file is not None else True,
+        # Behind a TLS proxy Roundcube sees plain HTTP; it must still build
+        # https:// redirect URIs and mark its cookies secure.
+        "use_https": settings.roundcube_url.startswith("https://"),
+        # `docker logs` shows Roundcube's logs (php://stdout is Apache's stdout).
+        "log_driver": "stdout",
+        "log_logins": True,
+        "plugins": [],
+        "skin": "elastic",
+        "enable_installer": False,
+        "login_autocomplete": 0,
+        # Minutes of inactivity; the refresh token keeps the IMAP login alive.
+        "session_lifetime": 30,
+        # Lax: the cookie must come along on authentik's redirect back.
+        "session_samesite": "Lax",
+        "ip_check": False,
+        "support_url": "",
+    }
+
+
+def render_roundcube_config(settings: Settings, client_id: str, client_secret: str, des_key: str) -> str:
+    document = json.dumps(
+        roundcube_settings(settings, client_id, client_secret, des_key), indent=2, ensure_ascii=True
+    )
+    for line in document.splitlines():
+        if line.lstrip().startswith(_MARKER):  # cannot happen with json.dumps; kept as a guard
+            raise ValueError("the JSON document would end the PHP nowdoc early")
+    return "\n".join(
+        [
+            "<?php",
+            "// Rendered by roundcube-authentik (components/render/roundcube.py) from the",
+            "// stack settings. Do not edit: the program replaces it on every change.",
+            "// It holds the OAuth client secret and the DES key.",
+            "$config = json_decode(<<<'" + _MARKER + "'",
+            document,
+            _MARKER + ",",
+            "    true, 512, JSON_THROW_ON_ERROR);",
+            "",
+        ]
+    )
+
+
+def extract_json_document(php_source: str) -> dict[str, Any]:
+    """The settings back from a rendered config.inc.php (for tests and tools)."""
+    start = php_source.index("<<<'" + _MARKER + "'\n") + len(_MARKER) + 6
+    end = php_source.index("\n" + _MARKER + ",", start)
+    return json.loads(php_source[start:end])

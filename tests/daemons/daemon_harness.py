@@ -1,0 +1,578 @@
+"""Helpers of the daemon tests (see conftest.py for the fixtures).
+
+Real daemons, in the project's own images, on the real Docker engine.
+
+The images are built from images/<service> exactly as the program builds
+them; the rendered files are put into each container before it starts, as the
+docker provider's `uploads` do; the TLS files are read-only binds, as in
+components/mailserver.py. Every Docker object is named `rca-daemon-test-...`
+and removed when its fixture ends, whatever happened.
+
+Two stacks of settings: `dev` (plain HTTP authentik, no TLS) and `prod`
+(authentik over HTTPS signed by its own CA, TLS for IMAPS and submission).
+authentik itself is played by tests/daemons/fake_authentik.php on the test's
+own network: its introspection endpoint, and an inactive answer to anything
+else (e.g. Roundcube's token request).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import secrets
+import socket
+import string
+import tarfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import docker
+import docker.errors
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from components.render import layout
+from components.render.dovecot import render_dovecot_conf
+from components.render.postfix import render_postfix_main_cf, render_postfix_master_cf
+from components.render.roundcube import render_roundcube_config
+from components.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+PREFIX = "rca-daemon-test-"
+BASE_IMAGE = "debian:trixie-slim"
+SERVICES = ("dovecot", "postfix", "roundcube")
+WWW_DATA_GID = 33  # Debian's fixed id, as in components/containers.py
+FAKE_AUTHENTIK_SCRIPT = "/srv/fake_authentik.php"
+FAKE_AUTHENTIK_PEM = "/srv/authentik.pem"
+STARTUP_SECONDS = 60
+
+# Users of the fake authentik and their access tokens. Bob's token is long
+# like authentik's JWTs (~1800 characters), to cross Postfix's default line
+# length limit when sent inline on the AUTH line.
+ALICE = "alice@example.com"
+BOB = "bob@example.com"
+CAROL = "Carol@Example.COM"  # authentik keeps an email's capitals; Dovecot lower-cases logins
+
+
+def _token(length: int) -> str:
+    alphabet = string.ascii_letters + string.digits + "-_"
+    return "".join(secrets.choice(alphabet) for _ in range(length))
+
+
+TOKENS = {_token(64): ALICE, _token(1800): BOB, _token(64): CAROL}
+TOKEN_OF = {user: token for token, user in TOKENS.items()}
+
+
+# -- files ---------------------------------------------------------------------
+
+
+@dataclass
+class Upload:
+    content: bytes
+    mode: int = 0o644
+    uid: int = 0
+    gid: int = 0
+
+
+def tar_of(files: dict[str, Upload]) -> bytes:
+    """A tar to extract at / : the files, plus the folders of ours they need."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        folders = sorted(
+            {str(parent) for path in files for parent in Path(path).parents if str(parent).startswith("/etc/roundcube-authentik")}
+        )
+        for folder in folders:
+            info = tarfile.TarInfo(folder.lstrip("/"))
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o755
+            tar.addfile(info)
+        for path, upload in sorted(files.items()):
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.size = len(upload.content)
+            info.mode = upload.mode
+            info.uid, info.gid = upload.uid, upload.gid
+            info.mtime = int(time.time())
+            tar.addfile(info, io.BytesIO(upload.content))
+    return buffer.getvalue()
+
+
+# -- throwaway PKI ---------------------------------------------------------------
+
+
+@dataclass
+class Pki:
+    folder: Path
+    authentik_ca: Path       # the CA a prod stack trusts for authentik
+    authentik_server: Path   # the fake authentik's certificate chain + key (one PEM)
+    other_ca: Path           # a CA that signed nothing the stacks see
+    mail_cert: Path          # the mail host's certificate (IMAPS, STARTTLS)
+    mail_key: Path
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def _certificate(
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: Optional[tuple[x509.Certificate, ec.EllipticCurvePrivateKey]] = None,
+    dns_names: tuple[str, ...] = (),
+) -> x509.Certificate:
+    now = datetime.now(timezone.utc)
+    issuer_name = issuer[0].subject if issuer else _name(subject)
+    signing_key = issuer[1] if issuer else key
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=2))
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
+    if issuer is None:
+        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )
+    else:
+        builder = (
+            builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in dns_names]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer[1].public_key()), critical=False
+            )
+        )
+    return builder.sign(signing_key, hashes.SHA256())
+
+
+def make_pki(folder: Path) -> Pki:
+
+    def ca(name: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        return _certificate(name, key), key
+
+    def write(name: str, data: bytes, mode: int = 0o644) -> Path:
+        path = folder / name
+        path.write_bytes(data)
+        path.chmod(mode)
+        return path
+
+    authentik_ca = ca("rca test authentik CA")
+    other_ca = ca("rca test unrelated CA")
+    mail_ca = ca("rca test mail CA")
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server = _certificate("authentik", server_key, authentik_ca, ("authentik",))
+    mail_key = ec.generate_private_key(ec.SECP256R1())
+    mail = _certificate("mail.example.com", mail_key, mail_ca, ("mail.example.com",))
+    pem = serialization.Encoding.PEM
+    return Pki(
+        folder=folder,
+        authentik_ca=write("authentik-ca.pem", authentik_ca[0].public_bytes(pem)),
+        authentik_server=write("authentik.pem", server.public_bytes(pem) + _pem_key(server_key)),
+        other_ca=write("other-ca.pem", other_ca[0].public_bytes(pem)),
+        mail_cert=write("mail-cert.pem", mail.public_bytes(pem) + mail_ca[0].public_bytes(pem)),
+        mail_key=write("mail-key.pem", _pem_key(mail_key), 0o600),
+    )
+
+
+# -- stacks of settings --------------------------------------------------------
+
+
+def _alphanumeric(length: int) -> str:
+    return "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(length))
+
+
+@dataclass
+class Variant:
+    name: str
+    settings: Settings
+    client_id: str
+    client_secret: str
+    des_key: str
+    fake_listen: str  # where the fake authentik listens, matching settings.authentik_url
+
+    def dovecot_conf(self, settings: Optional[Settings] = None) -> str:
+        return render_dovecot_conf(settings or self.settings, self.client_id, self.client_secret)
+
+    def roundcube_config(self) -> str:
+        return render_roundcube_config(self.settings, self.client_id, self.client_secret, self.des_key)
+
+    def dovecot_files(self, settings: Optional[Settings] = None) -> dict[str, Upload]:
+        settings = settings or self.settings
+        files = {layout.DOVECOT_CONF: Upload(self.dovecot_conf(settings).encode(), 0o600)}
+        if settings.authentik_ca_file is not None:
+            files[layout.AUTHENTIK_CA_FILE] = Upload(settings.authentik_ca_file.read_bytes())
+        return files
+
+    def postfix_files(self) -> dict[str, Upload]:
+        return {
+            layout.POSTFIX_MAIN_CF: Upload(render_postfix_main_cf(self.settings).encode()),
+            layout.POSTFIX_MASTER_CF: Upload(render_postfix_master_cf(self.settings).encode()),
+        }
+
+    def roundcube_files(self) -> dict[str, Upload]:
+        files = {layout.ROUNDCUBE_CONFIG: Upload(self.roundcube_config().encode(), 0o640, 0, WWW_DATA_GID)}
+        if self.settings.authentik_ca_file is not None:
+            files[layout.AUTHENTIK_CA_FILE] = Upload(self.settings.authentik_ca_file.read_bytes())
+        return files
+
+    def tls_binds(self) -> dict[str, dict[str, str]]:
+        """Read-only binds of the TLS files, as components/mailserver.py declares them."""
+        if self.settings.tls is None:
+            return {}
+        return {
+            str(self.settings.tls.cert_file): {"bind": layout.TLS_CERT_FILE, "mode": "ro"},
+            str(self.settings.tls.key_file): {"bind": layout.TLS_KEY_FILE, "mode": "ro"},
+        }
+
+
+def make_variant(name: str, pki: Pki, **overrides: Any) -> Variant:
+    config: dict[str, Any] = {"mail_domain": "example.com"}
+    if name == "dev":
+        config.update(dev=True, roundcube_url="http://webmail.localhost:8080", authentik_url="http://authentik:9000")
+        listen = "tcp://0.0.0.0:9000"
+    elif name == "prod":
+        config.update(
+            roundcube_url="https://webmail.example.com",
+            authentik_url="https://authentik:8443",
+            authentik_ca_file=str(pki.authentik_ca),
+            tls={"cert_file": str(pki.mail_cert), "key_file": str(pki.mail_key)},
+            app_name='Mail "Prod" \\ Webmail',
+        )
+        listen = "tls://0.0.0.0:8443"
+    else:
+        raise ValueError(name)
+    config.update(overrides)
+    # As Pulumi hands them over: JSON-encoded (a JSON-looking string stays a string).
+    settings = load_settings({f"roundcube-authentik:{key}": json.dumps(value) for key, value in config.items()})
+    return Variant(
+        name=name,
+        settings=settings,
+        client_id=_alphanumeric(40),
+        client_secret=_alphanumeric(128),
+        des_key=_alphanumeric(24),
+        fake_listen=listen,
+    )
+
+
+# -- docker ------------------------------------------------------------------------
+
+
+def _build(service: str) -> tuple[str, float]:
+    client = docker.from_env(timeout=1800)
+    tag = f"roundcube-authentik/{service}:test"
+    started = time.monotonic()
+    try:
+        client.images.build(
+            path=str(ROOT / "images" / service),
+            tag=tag,
+            buildargs={"BASE_IMAGE": BASE_IMAGE},
+            pull=False,  # no registry here: the base image is local
+            rm=True,
+            forcerm=True,
+        )
+    except docker.errors.BuildError as err:
+        log = "".join(str(chunk.get("stream", chunk.get("error", ""))) for chunk in err.build_log)
+        raise RuntimeError(f"building images/{service} failed: {err}\n{log[-6000:]}") from None
+    finally:
+        client.close()
+    return tag, time.monotonic() - started
+
+
+def build_images(docker_client: docker.DockerClient) -> dict[str, str]:
+    """Builds the three images (cached by the engine after the first run)."""
+    try:
+        docker_client.images.get(BASE_IMAGE)
+    except docker.errors.ImageNotFound:
+        pytest.fail(f"the base image {BASE_IMAGE} is not in the engine; import it first (see .ci/run)")
+    with ThreadPoolExecutor(max_workers=len(SERVICES)) as pool:
+        results = dict(zip(SERVICES, pool.map(_build, SERVICES)))
+    for service, (tag, seconds) in results.items():
+        print(f"image {tag} ready in {seconds:.1f}s")
+    return {service: tag for service, (tag, _) in results.items()}
+
+
+class Resources:
+    """Every Docker object a fixture made, removed again by `close`."""
+
+    def __init__(self, client: docker.DockerClient, label: str) -> None:
+        self.client = client
+        self.label = f"{PREFIX}{label}-{uuid.uuid4().hex[:8]}"
+        self.containers: list[Any] = []
+        self.networks: list[Any] = []
+        self.volumes: list[Any] = []
+
+    def name(self, what: str) -> str:
+        return f"{self.label}-{what}"
+
+    def network(self) -> Any:
+        network = self.client.networks.create(self.name("net"), driver="bridge")
+        self.networks.append(network)
+        return network
+
+    def volume(self, what: str) -> Any:
+        volume = self.client.volumes.create(self.name(what))
+        self.volumes.append(volume)
+        return volume
+
+    def container(
+        self,
+        what: str,
+        image: str,
+        files: dict[str, Upload],
+        network: Any = None,
+        alias: Optional[str] = None,
+        start: bool = True,
+        **kwargs: Any,
+    ) -> Any:
+        """create -> put_archive -> start: what the docker provider's uploads do."""
+        if network is not None:
+            kwargs["network"] = network.name
+            kwargs["networking_config"] = {
+                network.name: self.client.api.create_endpoint_config(aliases=[alias] if alias else None)
+            }
+        if alias:
+            kwargs.setdefault("hostname", alias)
+        container = self.client.containers.create(image, name=self.name(what), **kwargs)
+        self.containers.append(container)
+        if files:
+            container.put_archive("/", tar_of(files))
+        if start:
+            container.start()
+        return container
+
+    def close(self) -> None:
+        problems = []
+        for container in reversed(self.containers):
+            try:
+                container.remove(force=True, v=True)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as err:
+                problems.append(str(err))
+        for network in self.networks:
+            try:
+                network.remove()
+            except docker.errors.APIError as err:
+                problems.append(str(err))
+        for volume in self.volumes:
+            try:
+                volume.remove(force=True)
+            except docker.errors.APIError as err:
+                problems.append(str(err))
+        if problems:
+            raise RuntimeError("cleanup left Docker objects behind: " + "; ".join(problems))
+
+
+@dataclass
+class Run:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    def __str__(self) -> str:
+        return f"exit {self.exit_code}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
+
+
+def run_once(
+    resources: Resources,
+    image: str,
+    command: list[str],
+    files: dict[str, Upload],
+    entrypoint: Optional[list[str]] = None,
+    **kwargs: Any,
+) -> Run:
+    """Runs one command in a fresh container holding the files; stdout and stderr apart."""
+    container = resources.container(
+        f"run-{uuid.uuid4().hex[:6]}", image, files, entrypoint=entrypoint or [], command=command, **kwargs
+    )
+    result = container.wait(timeout=300)
+    return Run(
+        exit_code=result["StatusCode"],
+        stdout=container.logs(stdout=True, stderr=False).decode(errors="replace"),
+        stderr=container.logs(stdout=False, stderr=True).decode(errors="replace"),
+    )
+
+
+def container_logs(container: Any) -> str:
+    try:
+        return container.logs().decode(errors="replace")[-8000:]
+    except docker.errors.APIError as err:
+        return f"(no logs: {err})"
+
+
+def published_port(container: Any, port: int) -> int:
+    container.reload()
+    return int(container.ports[f"{port}/tcp"][0]["HostPort"])
+
+
+def wait_until(what: str, check: Callable[[], bool], containers: list[Any], seconds: float = STARTUP_SECONDS) -> None:
+    deadline = time.monotonic() + seconds
+    last: Optional[BaseException] = None
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except (OSError, EOFError) as err:
+            last = err
+        for container in containers:
+            container.reload()
+            if container.status == "exited":
+                pytest.fail(f"{container.name} exited while waiting for {what}:\n{container_logs(container)}")
+        time.sleep(0.3)
+    logs = "\n".join(f"=== {c.name}\n{container_logs(c)}" for c in containers)
+    pytest.fail(f"timed out waiting for {what} (last error: {last}):\n{logs}")
+
+
+def banner(port: int, expect: bytes) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        return sock.recv(512).startswith(expect)
+
+
+def exec_in(container: Any, command: list[str]) -> str:
+    result = container.exec_run(command, demux=False)
+    output = result.output.decode(errors="replace")
+    assert result.exit_code == 0, f"{command} in {container.name} failed ({result.exit_code}):\n{output}"
+    return output
+
+
+# -- a running stack -----------------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    variant: Variant
+    resources: Resources
+    network: Any
+    authentik: Any
+    dovecot: Any
+    postfix: Any
+    roundcube: Any
+    ports: dict[str, int] = field(default_factory=dict)
+
+    def introspection_requests(self) -> list[dict[str, Any]]:
+        return introspection_requests(self.authentik)
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"=== {c.name}\n{container_logs(c)}" for c in (self.authentik, self.dovecot, self.postfix, self.roundcube)
+        )
+
+
+def introspection_requests(authentik: Any) -> list[dict[str, Any]]:
+    """What the fake authentik was asked, oldest first."""
+    lines = authentik.logs(stdout=True, stderr=False).decode(errors="replace").splitlines()
+    return [entry for entry in map(json.loads, lines) if "request" in entry]
+
+
+def start_fake_authentik(resources: Resources, images: dict[str, str], network: Any, variant: Variant, pki: Pki) -> Any:
+    return resources.container(
+        "authentik",
+        images["roundcube"],
+        {
+            FAKE_AUTHENTIK_SCRIPT: Upload((HERE / "fake_authentik.php").read_bytes()),
+            FAKE_AUTHENTIK_PEM: Upload(pki.authentik_server.read_bytes(), 0o600),
+        },
+        network=network,
+        alias="authentik",
+        entrypoint=["php", FAKE_AUTHENTIK_SCRIPT],
+        environment={
+            "FAKE_LISTEN": variant.fake_listen,
+            "FAKE_CERT": FAKE_AUTHENTIK_PEM,
+            "FAKE_CLIENT": f"{variant.client_id}:{variant.client_secret}",
+            "FAKE_TOKENS": json.dumps(TOKENS),
+        },
+    )
+
+
+def start_dovecot(
+    resources: Resources, images: dict[str, str], network: Any, variant: Variant, what: str = "dovecot",
+    settings: Optional[Settings] = None,
+) -> Any:
+    ports: dict[str, Any] = {f"{layout.IMAP_PORT}/tcp": ("127.0.0.1", None)}
+    if (settings or variant.settings).tls is not None:
+        ports[f"{layout.IMAPS_PORT}/tcp"] = ("127.0.0.1", None)
+    return resources.container(
+        what,
+        images["dovecot"],
+        variant.dovecot_files(settings),
+        network=network,
+        alias=layout.DOVECOT_HOST if what == "dovecot" else None,
+        ports=ports,
+        volumes={resources.volume(f"{what}-mail").name: {"bind": layout.MAIL_DIR, "mode": "rw"}, **variant.tls_binds()},
+    )
+
+
+@contextmanager
+def running_stack(
+    docker_client: docker.DockerClient, images: dict[str, str], variant: Variant, pki: Pki
+) -> Iterator[Stack]:
+    """authentik (fake), Dovecot, Postfix and Roundcube on one test network."""
+    resources = Resources(docker_client, f"stack-{variant.name}")
+    try:
+        network = resources.network()
+        authentik = start_fake_authentik(resources, images, network, variant, pki)
+        dovecot = start_dovecot(resources, images, network, variant)
+        postfix = resources.container(
+            "postfix",
+            images["postfix"],
+            variant.postfix_files(),
+            network=network,
+            alias=layout.POSTFIX_HOST,
+            ports={
+                f"{port}/tcp": ("127.0.0.1", None)
+                for port in (layout.SMTP_PORT, layout.SUBMISSION_PORT, layout.WEBMAIL_SUBMISSION_PORT)
+            },
+            volumes={resources.volume("spool").name: {"bind": layout.POSTFIX_SPOOL_DIR, "mode": "rw"}, **variant.tls_binds()},
+        )
+        roundcube = resources.container(
+            "roundcube",
+            images["roundcube"],
+            variant.roundcube_files(),
+            network=network,
+            alias=layout.ROUNDCUBE_HOST,
+            ports={f"{layout.HTTP_PORT}/tcp": ("127.0.0.1", None)},
+            volumes={resources.volume("roundcube-db").name: {"bind": layout.ROUNDCUBE_DB_DIR, "mode": "rw"}},
+        )
+        stack = Stack(variant, resources, network, authentik, dovecot, postfix, roundcube)
+        stack.ports = {
+            "imap": published_port(dovecot, layout.IMAP_PORT),
+            "smtp": published_port(postfix, layout.SMTP_PORT),
+            "submission": published_port(postfix, layout.SUBMISSION_PORT),
+            "webmail_submission": published_port(postfix, layout.WEBMAIL_SUBMISSION_PORT),
+            "http": published_port(roundcube, layout.HTTP_PORT),
+        }
+        if variant.settings.tls is not None:
+            stack.ports["imaps"] = published_port(dovecot, layout.IMAPS_PORT)
+        everything = [authentik, dovecot, postfix, roundcube]
+        wait_until("the fake authentik", lambda: b"listening" in authentik.logs(), everything)
+        wait_until("Dovecot's IMAP greeting", lambda: banner(stack.ports["imap"], b"* OK"), everything)
+        for name in ("smtp", "submission", "webmail_submission"):
+            wait_until(f"Postfix's {name} greeting", lambda: banner(stack.ports[name], b"220"), everything)
+        wait_until("Roundcube's HTTP port", lambda: banner_http(stack.ports["http"]), everything)
+        yield stack
+    finally:
+        resources.close()
+
+
+def banner_http(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"HEAD / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        return sock.recv(64).startswith(b"HTTP/1.")

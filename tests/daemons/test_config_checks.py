@@ -1,0 +1,110 @@
+"""Each daemon's own checker accepts what the renderers produce, without a warning."""
+
+from __future__ import annotations
+
+import json
+
+from components.render import layout
+from dataclasses import replace
+
+from daemon_harness import Pki, Resources, Upload, Variant, make_variant, run_once
+
+# Prints what Roundcube really loaded: its bootstrap, its config class.
+ROUNDCUBE_DUMP = """<?php
+define('INSTALL_PATH', '/var/lib/roundcube/');
+require INSTALL_PATH . 'program/include/iniset.php';
+$rcube = rcube::get_instance();
+$keys = json_decode($argv[1], true, 512, JSON_THROW_ON_ERROR);
+$loaded = [];
+foreach ($keys as $key) {
+    $loaded[$key] = $rcube->config->get($key);
+}
+echo json_encode($loaded, JSON_THROW_ON_ERROR), "\\n";
+"""
+DUMP_SCRIPT = "/tmp/dump-config.php"
+
+
+def test_doveconf_accepts_the_rendered_config_without_warnings(
+    resources: Resources, images: dict[str, str], variant: Variant
+) -> None:
+    run = run_once(
+        resources, images["dovecot"], ["doveconf", "-n"], variant.dovecot_files(), volumes=variant.tls_binds()
+    )
+    assert run.exit_code == 0, str(run)
+    assert run.stderr.strip() == "", str(run)
+    assert "introspection_mode = post" in run.stdout
+    if variant.settings.authentik_ca_file is not None:
+        assert f"ca_file = {layout.AUTHENTIK_CA_FILE}" in run.stdout, run.stdout
+    else:
+        assert "ca_file" not in run.stdout, run.stdout
+
+
+def test_doveconf_reads_the_credentials_back_from_the_introspection_url(
+    resources: Resources, images: dict[str, str], variant: Variant
+) -> None:
+    run = run_once(
+        resources, images["dovecot"], ["doveconf", "-P", "oauth2"], variant.dovecot_files(), volumes=variant.tls_binds()
+    )
+    assert run.exit_code == 0, str(run)
+    url = f"{variant.client_id}:{variant.client_secret}@{variant.settings.authentik_url.split('://')[1]}"
+    assert url + "/application/o/introspect/" in run.stdout, run.stdout
+
+
+def test_postconf_and_postfix_check_accept_the_rendered_config(
+    resources: Resources, images: dict[str, str], variant: Variant
+) -> None:
+    files = variant.postfix_files()
+    binds = variant.tls_binds()
+    postconf = run_once(resources, images["postfix"], ["postconf", "-n"], files, volumes=binds)
+    assert postconf.exit_code == 0, str(postconf)
+    assert postconf.stderr.strip() == "", str(postconf)  # e.g. "unused parameter", "overriding earlier entry"
+    assert f"myhostname = {variant.settings.host_name}" in postconf.stdout
+
+    master = run_once(resources, images["postfix"], ["postconf", "-M"], files, volumes=binds)
+    assert master.exit_code == 0 and master.stderr.strip() == "", str(master)
+    assert " y " not in master.stdout.replace("\t", " "), "nothing may be chrooted:\n" + master.stdout
+
+    check = run_once(resources, images["postfix"], ["postfix", "check"], files, volumes=binds)
+    assert check.exit_code == 0, str(check)
+    assert "warning" not in check.stderr.lower() and "fatal" not in check.stderr.lower(), str(check)
+
+
+def test_php_parses_the_config_and_roundcube_loads_what_was_rendered(
+    resources: Resources, images: dict[str, str], variant: Variant
+) -> None:
+    files = {**variant.roundcube_files(), DUMP_SCRIPT: Upload(ROUNDCUBE_DUMP.encode())}
+    lint = run_once(resources, images["roundcube"], ["php", "-l", layout.ROUNDCUBE_CONFIG], files)
+    assert lint.exit_code == 0, str(lint)
+    assert "No syntax errors" in lint.stdout
+
+    expected = {
+        "oauth_client_id": variant.client_id,
+        "oauth_client_secret": variant.client_secret,
+        "des_key": variant.des_key,
+        "imap_host": f"{layout.DOVECOT_HOST}:{layout.IMAP_PORT}",
+        "smtp_host": f"{layout.POSTFIX_HOST}:{layout.WEBMAIL_SUBMISSION_PORT}",
+        "db_dsnw": f"sqlite:///{layout.ROUNDCUBE_DB_FILE}?mode=0640",
+        "product_name": variant.settings.app_name,
+        "oauth_verify_peer": layout.AUTHENTIK_CA_FILE if variant.settings.authentik_ca_file else True,
+        "use_https": variant.settings.roundcube_url.startswith("https://"),
+        "oauth_auth_uri": f"{variant.settings.authentik_url}/application/o/authorize/",
+    }
+    # As www-data, the user Apache runs Roundcube as: the config must be readable to it.
+    dump = run_once(
+        resources, images["roundcube"], ["php", DUMP_SCRIPT, json.dumps(list(expected))], files, user="www-data"
+    )
+    assert dump.exit_code == 0, str(dump)
+    assert dump.stderr.strip() == "", str(dump)
+    assert json.loads(dump.stdout) == expected
+
+
+def test_roundcube_loads_hostile_credentials_unchanged(resources: Resources, images: dict[str, str], pki: Pki) -> None:
+    """Quotes, backslashes, the nowdoc marker, PHP and JSON text: all stay data."""
+    hostile = "q\"uo'te \\ {\"json\": 1}\nROUNDCUBE_AUTHENTIK_JSON,\n<?php ?> $config %{user} \u00fc"
+    variant = replace(make_variant("dev", pki, app_name=hostile), client_id=hostile, client_secret=hostile[::-1],
+                      des_key=hostile)
+    files = {**variant.roundcube_files(), DUMP_SCRIPT: Upload(ROUNDCUBE_DUMP.encode())}
+    keys = ["oauth_client_id", "oauth_client_secret", "des_key", "product_name"]
+    dump = run_once(resources, images["roundcube"], ["php", DUMP_SCRIPT, json.dumps(keys)], files, user="www-data")
+    assert dump.exit_code == 0 and dump.stderr.strip() == "", str(dump)
+    assert json.loads(dump.stdout) == dict(zip(keys, [hostile, hostile[::-1], hostile, hostile]))
