@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.e2e import mailclients
-from tests.e2e.conftest import (
+from tests.e2e.environment import (
     ACCESS_TOKEN_SECONDS,
     ARTIFACTS,
     AUTH_HOST,
