@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
+from urllib.parse import urlsplit
 
 import pulumi
 import pulumi_docker as docker
@@ -56,10 +57,21 @@ class ServiceSpec:
     publish: Sequence[Publish] = ()
     mounts: Sequence[Mount] = ()
     binds: Sequence[Bind] = ()
+    hosts: dict[str, str] = field(default_factory=dict)  # extra /etc/hosts entries: name -> address
 
 
 def read_text(path: Path) -> str:
     return Path(path).read_text()
+
+
+# The Docker engine's name for the host it runs on, resolved by the engine
+# itself ("host-gateway") when a container is created.
+HOST_GATEWAY_NAME = "host.docker.internal"
+
+
+def hosts_to_reach(url: str) -> dict[str, str]:
+    """The /etc/hosts entry a container needs to reach `url` (only for the Docker host itself)."""
+    return {HOST_GATEWAY_NAME: "host-gateway"} if urlsplit(url).hostname == HOST_GATEWAY_NAME else {}
 
 
 def declare_volume(
@@ -102,6 +114,7 @@ def declare_container(
             docker.ContainerVolumeArgs(host_path=b.host_path, container_path=b.container_path, read_only=True)
             for b in spec.binds
         ],
+        hosts=[docker.ContainerHostArgs(host=name, ip=address) for name, address in sorted(spec.hosts.items())],
         # Written into the container before it starts. A changed file replaces
         # the container; the volumes above stay.
         uploads=[

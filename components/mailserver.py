@@ -85,6 +85,7 @@ class MailServer(pulumi.ComponentResource):
                 files=dovecot_files,
                 publish=dovecot_publish,
                 mounts=[Mount("mail", layout.MAIL_DIR)],
+                hosts=containers.hosts_to_reach(settings.authentik_backchannel_url),
                 binds=tls_mounts,
             ),
             volumes,

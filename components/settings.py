@@ -79,6 +79,9 @@ class Settings(_Strict):
     mail_hostname: Optional[str] = Field(None, description="defaults to mail.<mail_domain>")
     roundcube_url: str
     authentik_url: str
+    authentik_internal_url: Optional[str] = Field(
+        None, description="how the containers reach authentik, when not by authentik_url"
+    )
     authentik_ca_file: Optional[Path] = Field(None, description="PEM CA that signed authentik's certificate")
     app_name: str = "Webmail"
     app_slug: str = "webmail"
@@ -108,9 +111,11 @@ class Settings(_Strict):
             raise ValueError(f"must be a DNS name such as example.com, got {value!r}")
         return value
 
-    @field_validator("roundcube_url", "authentik_url")
+    @field_validator("roundcube_url", "authentik_url", "authentik_internal_url")
     @classmethod
-    def _site_url(cls, value: str) -> str:
+    def _site_url(cls, value: Optional[str]) -> Optional[str]:
+        if value is None:
+            return value
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"must be an http(s):// URL such as https://mail.example.com, got {value!r}")
@@ -183,9 +188,9 @@ class Settings(_Strict):
     def _coherent(self) -> "Settings":
         problems = []
         if not self.dev:
-            for field in ("roundcube_url", "authentik_url"):
+            for field in ("roundcube_url", "authentik_url", "authentik_internal_url"):
                 url = getattr(self, field)
-                if not url.startswith("https://"):
+                if url is not None and not url.startswith("https://"):
                     problems.append(f"{field} must be https:// in a stack that is not marked dev: true, got {url}")
         published = {name: port for name, port in self.ports.model_dump().items() if port is not None}
         seen: dict[int, str] = {}
@@ -216,6 +221,11 @@ class Settings(_Strict):
     @property
     def host_name(self) -> str:
         return self.mail_hostname or f"mail.{self.mail_domain}"
+
+    @property
+    def authentik_backchannel_url(self) -> str:
+        """Where Roundcube and Dovecot send token, userinfo and introspection requests."""
+        return self.authentik_internal_url or self.authentik_url
 
     @property
     def redirect_uri(self) -> str:
@@ -259,20 +269,29 @@ def load_settings(config: Mapping[str, Any], project: str = PROJECT) -> Settings
     raw: dict[str, Any] = {}
     for key, value in config.items():
         if key.startswith(prefix):
-            raw[key[len(prefix):]] = _decode(value)
+            name = key[len(prefix):]
+            raw[name] = _decode(name, value)
     try:
         return Settings.model_validate(raw)
     except ValidationError as err:
         raise SettingsError(_explain(err, project)) from None
 
 
-def _decode(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
+# Settings whose value is text: a stack value such as "123" or "true" stays text.
+_TEXT = {str, Optional[str], Optional[Path]}
+
+
+def _decode(name: str, value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    field = Settings.model_fields.get(name)
+    if field is not None and field.annotation in _TEXT:
+        # A YAML null in the stack file reaches the program as "null".
+        return None if value == "null" and field.annotation is not str else value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
 
 
 def _explain(err: ValidationError, project: str) -> str:

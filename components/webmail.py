@@ -60,6 +60,7 @@ class Webmail(pulumi.ComponentResource):
                 files=files,
                 publish=[Publish(settings.ports.http, layout.HTTP_PORT)],
                 mounts=[Mount("database", layout.ROUNDCUBE_DB_DIR)],
+                hosts=containers.hosts_to_reach(settings.authentik_backchannel_url),
             ),
             volumes,
         )

@@ -54,8 +54,13 @@ def submission_logins(stack, token: str, user: str, count: int) -> list[float]:
     for _ in range(count):
         start = time.perf_counter()
         with smtplib.SMTP(MAIL_HOST, PORTS["submission"], timeout=30) as smtp:
+            smtp.ehlo()
             smtp.starttls(context=context)
-            smtp.auth("XOAUTH2", lambda challenge=None: "" if challenge else mailclients.xoauth2(user, token))
+            smtp.ehlo()
+            code, _ = smtp.auth("XOAUTH2", lambda challenge=None: "" if challenge else mailclients.xoauth2(user, token))
+            # smtplib also returns 503 ("already authenticated", or no EHLO) without raising.
+            if code != 235:
+                raise RuntimeError(f"submission login not accepted: {code}")
         durations.append(time.perf_counter() - start)
     return durations
 

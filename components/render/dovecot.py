@@ -41,6 +41,9 @@ def render_dovecot_conf(settings: Settings, client_id: str, client_secret: str) 
         "# private network and a loopback-only IMAP port in clear.",
         "auth_mechanisms = xoauth2 oauthbearer",
         "auth_allow_cleartext = yes",
+        "# Why a login failed (bad token, wrong user, authentik unreachable), never",
+        "# the token itself. (Never the debug switch: it logs the introspection URL with its secret.)",
+        "auth_verbose = yes",
         "",
         "oauth2 {",
         f"  introspection_url = {_value(introspection_url(settings, client_id, client_secret))}",
@@ -66,6 +69,16 @@ def render_dovecot_conf(settings: Settings, client_id: str, client_secret: str) 
         "}",
         "mail_driver = maildir",
         "mail_path = ~/Maildir",
+        "",
+        "# The folders every mail client looks for, created at first login.",
+        "namespace inbox {",
+        "  inbox = yes",
+        *[
+            line
+            for name, use in (("Drafts", "\\Drafts"), ("Sent", "\\Sent"), ("Trash", "\\Trash"), ("Junk", "\\Junk"))
+            for line in (f"  mailbox {name} {{", f"    special_use = {use}", "    auto = subscribe", "  }")
+        ],
+        "}",
         "",
         *_server_tls(settings),
         "",
@@ -114,7 +127,7 @@ def introspection_url(settings: Settings, client_id: str, client_secret: str) ->
     """
     if ":" in client_id:
         raise ValueError("an OAuth client id for Dovecot's introspection cannot contain ':' (HTTP Basic user-id)")
-    parts = urlsplit(settings.authentik_url)
+    parts = urlsplit(settings.authentik_backchannel_url)
     if not re.fullmatch(r"[A-Za-z0-9.:\[\]-]+", parts.netloc):
         raise ValueError(f"authentik_url has an unexpected host part: {parts.netloc!r}")
     userinfo = f"{quote(client_id, safe='')}:{quote(client_secret, safe='')}"

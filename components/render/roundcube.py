@@ -28,7 +28,10 @@ OAUTH_SCOPE = "openid email offline_access dovecotprofile"
 
 def roundcube_settings(settings: Settings, client_id: str, client_secret: str, des_key: str) -> dict[str, Any]:
     """The `$config` array Roundcube gets, as Python data."""
-    authentik = f"{settings.authentik_url}/application/o"
+    # The browser goes to the public URL; Roundcube's own calls may take
+    # another way in (authentik_internal_url).
+    authorize = f"{settings.authentik_url}/application/o/authorize/"
+    backchannel = f"{settings.authentik_backchannel_url}/application/o"
     return {
         "product_name": settings.app_name,
         "db_dsnw": f"sqlite:///{layout.ROUNDCUBE_DB_FILE}?mode=0640",
@@ -42,9 +45,9 @@ def roundcube_settings(settings: Settings, client_id: str, client_secret: str, d
         "oauth_provider_name": "authentik",
         "oauth_client_id": client_id,
         "oauth_client_secret": client_secret,
-        "oauth_auth_uri": f"{authentik}/authorize/",
-        "oauth_token_uri": f"{authentik}/token/",
-        "oauth_identity_uri": f"{authentik}/userinfo/",
+        "oauth_auth_uri": authorize,
+        "oauth_token_uri": f"{backchannel}/token/",
+        "oauth_identity_uri": f"{backchannel}/userinfo/",
         "oauth_scope": OAUTH_SCOPE,
         "oauth_identity_fields": ["email"],
         # A "Login with authentik" button on the login page, no automatic redirect.

@@ -1,6 +1,6 @@
 #!/bin/sh
-# Creates Roundcube's sqlite database in a fresh volume (never touching an
-# existing one) and runs Apache in the foreground as PID 1.
+# Creates Roundcube's sqlite database in a fresh volume, brings an existing
+# one up to the installed schema, and runs Apache in the foreground as PID 1.
 set -eu
 
 CONFIG=/etc/roundcube/config.inc.php
@@ -30,6 +30,11 @@ if [ ! -e "$DB_FILE" ]; then
     chmod 0640 "$tmp"
     mv "$tmp" "$DB_FILE"
     echo "entrypoint: created $DB_FILE from $SCHEMA" >&2
+else
+    # A newer image may bring a newer schema: migrate the kept database in
+    # place (a no-op when it is current), as Apache's user who owns it.
+    runuser -u www-data -- php /usr/share/roundcube/bin/updatedb.sh \
+        --package=roundcube --dir=/usr/share/roundcube/SQL >&2
 fi
 
 # Debian's envvars reads unset variables: not under `set -u`.

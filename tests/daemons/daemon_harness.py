@@ -261,7 +261,7 @@ def make_variant(name: str, pki: Pki, **overrides: Any) -> Variant:
         raise ValueError(name)
     config.update(overrides)
     # As Pulumi hands them over: JSON-encoded (a JSON-looking string stays a string).
-    settings = load_settings({f"roundcube-authentik:{key}": json.dumps(value) for key, value in config.items()})
+    settings = load_settings({f"roundcube-authentik:{key}": value if isinstance(value, str) else json.dumps(value) for key, value in config.items()})
     return Variant(
         name=name,
         settings=settings,

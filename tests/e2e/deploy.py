@@ -22,7 +22,7 @@ from docker.models.containers import Container
 
 from offline.capture import PROJECT_DIR, Capture, DeclaredResource
 
-CONTAINER_INPUTS = {"name", "image", "hostname", "restart", "networksAdvanced", "ports", "volumes", "uploads"}
+CONTAINER_INPUTS = {"name", "image", "hostname", "restart", "networksAdvanced", "ports", "volumes", "uploads", "hosts"}
 UPLOAD_INPUTS = {"file", "content", "permissions", "owner", "group"}
 
 
@@ -126,6 +126,7 @@ def _create_container(deployment: Deployment, declared: DeclaredResource) -> Con
         port_bindings={f"{p['internal']}/tcp": (p["ip"], p["external"]) for p in ports},
         mounts=mounts,
         restart_policy={"Name": inputs.get("restart", "no")},
+        extra_hosts={h["host"]: h["ip"] for h in inputs.get("hosts", [])},
     )
     networking = api.create_networking_config(
         {networks[0]["name"]: api.create_endpoint_config(aliases=networks[0].get("aliases", []))}

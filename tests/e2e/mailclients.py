@@ -66,9 +66,12 @@ def smtp_submit(host: str, port: int, ca_file: Path, user: str, token: str, mess
         smtp.starttls(context=context)
         smtp.ehlo("client.example.test")
         try:
-            smtp.auth("XOAUTH2", lambda challenge=None: "" if challenge else xoauth2(user, token))
+            code, answer = smtp.auth("XOAUTH2", lambda challenge=None: "" if challenge else xoauth2(user, token))
         except smtplib.SMTPAuthenticationError as err:
             raise LoginRefused(str(err)) from None
+        # smtplib returns 503 without raising; only 235 is a successful login.
+        if code != 235:
+            raise LoginRefused(f"{code} {answer!r}")
         smtp.send_message(message)
 
 

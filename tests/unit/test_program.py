@@ -78,7 +78,9 @@ def test_one_generated_client_id_and_secret_in_authentik_roundcube_and_dovecot(d
     dovecot = container_files(declared, "dovecot")["/etc/dovecot/dovecot.conf"]
     introspection = [line for line in dovecot.splitlines() if "introspection_url" in line]
     assert len(introspection) == 1
-    authentik_url = stack_config(declared.stack)["roundcube-authentik:authentik_url"]
+    config = stack_config(declared.stack)
+    internal = config.get("roundcube-authentik:authentik_internal_url", "null")
+    authentik_url = config["roundcube-authentik:authentik_url"] if internal == "null" else internal
     host = authentik_url.split("://", 1)[1]
     assert f"://{client_id}:{client_secret}@{host}/application/o/introspect/" in introspection[0]
     # A second run generates other values: nothing is a fixed credential.
@@ -110,6 +112,23 @@ def test_scopes_are_the_managed_three_plus_dovecotprofile(declared: Capture) -> 
     assert mapping.inputs["scopeName"] == "dovecotprofile"
     roundcube = container_files(declared, "roundcube")["/etc/roundcube/config.inc.php"]
     assert "openid email offline_access dovecotprofile" in roundcube
+
+
+def test_containers_reach_an_authentik_on_the_docker_host_by_its_internal_url() -> None:
+    dev = capture_stack("dev", placeholders=True)
+    roundcube = container_files(dev, "roundcube")["/etc/roundcube/config.inc.php"]
+    # The browser is sent to the public URL; Roundcube's own calls take the internal one.
+    assert '"oauth_auth_uri": "http://localhost:9000/application/o/authorize/"' in roundcube
+    assert '"oauth_token_uri": "http://host.docker.internal:9000/application/o/token/"' in roundcube
+    assert '"oauth_identity_uri": "http://host.docker.internal:9000/application/o/userinfo/"' in roundcube
+    assert "@host.docker.internal:9000/application/o/introspect/" in container_files(dev, "dovecot")["/etc/dovecot/dovecot.conf"]
+    gateway = [{"host": "host.docker.internal", "ip": "host-gateway"}]
+    assert container(dev, "dovecot").inputs["hosts"] == gateway
+    assert container(dev, "roundcube").inputs["hosts"] == gateway
+    assert not container(dev, "postfix").inputs.get("hosts")
+    prod = capture_stack("prod", placeholders=True)
+    assert not any(container(prod, s).inputs.get("hosts") for s in ("dovecot", "postfix", "roundcube"))
+    assert "@auth.example.com/application/o/introspect/" in container_files(prod, "dovecot")["/etc/dovecot/dovecot.conf"]
 
 
 def test_dovecotprofile_expression_returns_the_guides_claims_for_the_user(declared: Capture) -> None:
@@ -326,6 +345,7 @@ def test_exports_name_the_endpoints(declared: Capture) -> None:
         ("roundcube-authentik:ports", json.dumps({"imap": 143}), "ports.imap (plain IMAP) may only be published on a loopback"),
         ("roundcube-authentik:tls", "null", "ports.imaps needs tls"),
         ("roundcube-authentik:app_slug", "Web Mail", "app_slug: must be lower-case"),
+        ("roundcube-authentik:authentik_internal_url", "http://authentik:9000", "authentik_internal_url must be https://"),
         ("roundcube-authentik:tls", json.dumps({"cert_file": "certs/x.pem", "key_file": "/k"}), "tls.cert_file: Value error, must be an absolute path"),
         ("roundcube-authentik:authentik_ca_file", "/nonexistent/ca.pem", "authentik_ca_file: Value error, must be a readable PEM file"),
     ],
@@ -354,3 +374,12 @@ def test_http_is_allowed_only_in_a_dev_stack() -> None:
         capture("dev", config, placeholders=True)
     assert "roundcube_url must be https:// in a stack that is not marked dev: true, got http://localhost:8080" in str(raised.value)
     assert "authentik_url must be https://" in str(raised.value)
+
+
+def test_text_settings_stay_text_whatever_they_look_like() -> None:
+    config = stack_config("dev")
+    config["roundcube-authentik:app_name"] = "2026"
+    config["roundcube-authentik:allowed_group"] = '{"not": "json"}'
+    c = capture("dev", config, placeholders=True)
+    assert c.one("authentik:index/application:Application").inputs["name"] == "2026"
+    assert [i.args["name"] for i in c.invokes if i.token.endswith("getGroup")] == ['{"not": "json"}']

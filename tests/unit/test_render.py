@@ -41,7 +41,7 @@ def settings(**fields: Any) -> Settings:
               "authentik_url": "http://authentik.example.com:9000"}
     config.update(fields)
     # Every value JSON-encoded, so a JSON-looking string stays a string.
-    return load_settings({f"roundcube-authentik:{k}": json.dumps(v) for k, v in config.items()})
+    return load_settings({f"roundcube-authentik:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in config.items()})
 
 
 def prod_settings(pem: Path, **fields: Any) -> Settings:
