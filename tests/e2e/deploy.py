@@ -108,6 +108,10 @@ def _create_container(deployment: Deployment, declared: DeclaredResource) -> Con
     unknown = set(inputs) - CONTAINER_INPUTS
     if unknown:
         raise UnsupportedDeclaration(f"{declared.name}: container inputs the e2e deployer does not apply: {sorted(unknown)}")
+    if any(h.get("ip") == "host-gateway" for h in inputs.get("hosts", [])):
+        # That would send the containers' traffic to the Docker host's own
+        # bridge address; the tests talk only to loopback and their containers.
+        raise UnsupportedDeclaration(f"{declared.name}: host-gateway mappings are not deployed by the tests")
     networks = inputs["networksAdvanced"]
     if len(networks) != 1:
         raise UnsupportedDeclaration(f"{declared.name}: expected one network, got {networks}")

@@ -90,6 +90,34 @@ class Stack:
             return self.standin.logs().decode(errors="replace")
         return self.deployment.logs(service)
 
+    @contextlib.contextmanager
+    def authentik_unreachable(self) -> Iterator[None]:
+        """authentik's host is up but its server is not: connections are refused.
+
+        The stand-in (and the tokens it issued) leaves the network; a container
+        with nothing listening takes authentik's name, so the name still resolves
+        on the private network and no lookup leaves it.
+        """
+        network = self.deployment.networks[0]
+        network.disconnect(self.standin)
+        api = self.client.api
+        created = api.create_container(
+            image=STANDIN_IMAGE,
+            name=f"{STANDIN_NAME}-down",
+            entrypoint=["python3", "-c", "import time; time.sleep(600)"],
+            networking_config=api.create_networking_config(
+                {network.name: api.create_endpoint_config(aliases=[AUTH_HOST])}
+            ),
+            detach=True,
+        )
+        placeholder = self.client.containers.get(created["Id"])
+        try:
+            placeholder.start()
+            yield
+        finally:
+            placeholder.remove(force=True)
+            network.connect(self.standin, aliases=[AUTH_HOST])
+
     def restart_standin(self, config: dict[str, Any]) -> None:
         """Runs the stand-in with another config (as if an admin changed authentik)."""
         self.standin.remove(force=True)
@@ -105,6 +133,9 @@ def e2e_config(ca_file: Path, mail_cert: Path, mail_key: Path, access_token_seco
         {
             f"{ns}:roundcube_url": ROUNDCUBE_URL,
             f"{ns}:authentik_url": AUTH_URL,
+            # The stand-in is on the private network under authentik's name:
+            # the containers use the public URL, never the Docker host.
+            f"{ns}:authentik_internal_url": "null",
             f"{ns}:authentik_ca_file": str(ca_file),
             f"{ns}:mail_domain": MAIL_DOMAIN,
             f"{ns}:mail_hostname": MAIL_HOST,
