@@ -67,6 +67,8 @@ class Stack:
     standin_config: dict[str, Any]
     client: docker.DockerClient
     tls: dict[str, Path]
+    # What earlier stand-in containers of this session logged (before a restart).
+    standin_history: str = ""
 
     @property
     def provider(self) -> dict[str, Any]:
@@ -87,7 +89,7 @@ class Stack:
     def logs(self, service: str) -> str:
         if service == "authentik":
             self.standin.reload()
-            return self.standin.logs().decode(errors="replace")
+            return self.standin_history + self.standin.logs().decode(errors="replace")
         return self.deployment.logs(service)
 
     @contextlib.contextmanager
@@ -120,6 +122,7 @@ class Stack:
 
     def restart_standin(self, config: dict[str, Any]) -> None:
         """Runs the stand-in with another config (as if an admin changed authentik)."""
+        self.standin_history = self.logs("authentik")
         self.standin.remove(force=True)
         self.standin = start_standin(self.client, self.deployment, config, self.tls)
         wait_for_standin(self.ca_file)

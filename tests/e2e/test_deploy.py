@@ -1,0 +1,52 @@
+"""The e2e deployment stops and removes everything it started, on success and on failure."""
+
+from __future__ import annotations
+
+import json
+
+import docker
+import pytest
+import requests
+
+from offline.capture import capture
+from tests.e2e.deploy import UnsupportedDeclaration, build_images, deploy, leftovers
+from tests.e2e.environment import e2e_config, wait_for
+
+pytestmark = pytest.mark.e2e
+
+STACK = "e2e-teardown"
+PREFIX = f"roundcube-authentik-{STACK}"
+HTTP_PORT = 18081
+
+
+def small_stack(pki: dict) -> dict[str, str]:
+    config = e2e_config(pki["ca"], pki["mail_cert"], pki["mail_key"])
+    # Its own names (from the stack) and one published port, apart from the session's stack.
+    config["roundcube-authentik:ports"] = json.dumps({"http": HTTP_PORT, "smtp": None, "submission": None, "imaps": None})
+    config["roundcube-authentik:tls"] = "null"
+    config["roundcube-authentik:roundcube_url"] = f"http://localhost:{HTTP_PORT}"
+    return config
+
+
+def test_removing_a_running_deployment_leaves_no_container_network_or_volume(engine: docker.DockerClient, pki: dict) -> None:
+    declared = capture(STACK, small_stack(pki), placeholders=False)
+    deployment = deploy(engine, declared, build_images(engine, declared))
+    try:
+        wait_for(lambda: requests.get(f"http://127.0.0.1:{HTTP_PORT}/", timeout=3).status_code == 200, "Roundcube")
+        running = sorted(leftovers(engine, PREFIX))
+        assert len([r for r in running if r.startswith("container")]) == 3
+        assert len([r for r in running if r.startswith("volume")]) == 3
+    finally:
+        # What the session fixture does in its `finally`, whether its tests passed or not.
+        deployment.remove()
+    assert list(leftovers(engine, PREFIX)) == []
+
+
+def test_a_deployment_that_fails_midway_removes_what_it_created(engine: docker.DockerClient, pki: dict) -> None:
+    declared = capture(STACK, small_stack(pki), placeholders=False)
+    # The last container asks for an input the deployer refuses to ignore.
+    last = sorted(declared.of_type("docker:index/container:Container"), key=lambda r: r.name)[-1]
+    last.inputs["envs"] = ["SURPRISE=1"]
+    with pytest.raises(UnsupportedDeclaration, match="envs"):
+        deploy(engine, declared, build_images(engine, declared))
+    assert list(leftovers(engine, PREFIX)) == []
