@@ -45,11 +45,10 @@ class MailServer(pulumi.ComponentResource):
         }
 
         # The introspection URL inside carries the client secret.
-        dovecot_conf = pulumi.Output.secret(
-            pulumi.Output.all(args.client_id, args.client_secret).apply(
-                lambda creds: render_dovecot_conf(settings, creds[0], creds[1])
-            )
+        rendered: pulumi.Output[str] = pulumi.Output.all(args.client_id, args.client_secret).apply(
+            lambda creds: render_dovecot_conf(settings, creds[0], creds[1])
         )
+        dovecot_conf: pulumi.Output[str] = pulumi.Output.secret(rendered)
         dovecot_files = {layout.DOVECOT_CONF: File(dovecot_conf, mode="0600")}
         postfix_files = {
             layout.POSTFIX_MAIN_CF: File(render_postfix_main_cf(settings)),

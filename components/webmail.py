@@ -39,11 +39,10 @@ class Webmail(pulumi.ComponentResource):
             )
         }
         # Holds the OAuth client secret and the DES key.
-        config = pulumi.Output.secret(
-            pulumi.Output.all(args.client_id, args.client_secret, args.des_key).apply(
-                lambda creds: render_roundcube_config(settings, creds[0], creds[1], creds[2])
-            )
+        rendered: pulumi.Output[str] = pulumi.Output.all(args.client_id, args.client_secret, args.des_key).apply(
+            lambda creds: render_roundcube_config(settings, creds[0], creds[1], creds[2])
         )
+        config: pulumi.Output[str] = pulumi.Output.secret(rendered)
         files = {layout.ROUNDCUBE_CONFIG: File(config, mode="0640", group=WWW_DATA_GID)}
         if settings.authentik_ca_file is not None:
             files[layout.AUTHENTIK_CA_FILE] = File(containers.read_text(settings.authentik_ca_file))

@@ -266,10 +266,11 @@ def capture(
     pulumi.export = record_export  # type: ignore[assignment]
     try:
         with _in_project(project_dir):
+            def program() -> None:
+                runpy.run_path(str(project_dir / "__main__.py"), run_name="__main__")
+
             try:
-                _sync_await(
-                    run_pulumi_func(lambda: runpy.run_path(str(project_dir / "__main__.py"), run_name="__main__"))
-                )
+                _sync_await(run_pulumi_func(program))
             except Exception as err:
                 # Lets callers check that a bad stack stopped before registering anything.
                 err.declared = [r for r in monitor.recorded if r.type != "pulumi:pulumi:Stack"]  # type: ignore[attr-defined]
