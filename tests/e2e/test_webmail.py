@@ -233,7 +233,11 @@ def test_the_roundcube_session_survives_the_access_tokens_expiry(stack: Stack, a
     alice_page.goto(ROUNDCUBE_URL + "/?_task=mail&_mbox=INBOX")
     wait_for_inbox(alice_page)
     alice_page.locator("#messagelist tbody tr").first.wait_for(timeout=30000)
-    assert "refresh_token" in new_logs(stack, "authentik", before), "Roundcube refreshed the access token"
+    log = new_logs(stack, "authentik", before)
+    assert re.search(r"token: refresh_token \S+ for alice", log), "Roundcube refreshed the access token"
+    # ...without sending the browser back through authentik for a new code.
+    assert "token: authorization_code for alice" not in log
+    assert "/application/o/authorize/" not in log
 
 
 # -- the identity provider goes away and comes back ----------------------------------------------
