@@ -40,4 +40,6 @@ class Credentials(pulumi.ComponentResource):
         self.client_id = pulumi.Output.secret(client_id.result)
         self.client_secret = pulumi.Output.secret(client_secret.result)
         self.des_key = pulumi.Output.secret(des_key.result)
-        self.register_outputs({})
+        self.register_outputs(
+            {"client_id": self.client_id, "client_secret": self.client_secret, "des_key": self.des_key}
+        )

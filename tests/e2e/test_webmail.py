@@ -21,7 +21,6 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.e2e import mailclients
 from tests.e2e.environment import (
-    ACCESS_TOKEN_SECONDS,
     ARTIFACTS,
     AUTH_HOST,
     AUTH_URL,

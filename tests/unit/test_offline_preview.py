@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import os
 import shutil
 import subprocess
 import sys
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from offline.capture import PROJECT_DIR, DeclaredResource
+from offline.capture import PROJECT_DIR
 from offline.preview import HIDDEN, _mask
 
 COPY_IGNORE = shutil.ignore_patterns(".venv", ".cache", ".git", "artifacts", "__pycache__", "tests", "preview-out")
