@@ -14,7 +14,7 @@ import json
 from typing import Any
 
 from components.render import layout
-from components.settings import Settings
+from components.settings import Settings, validity_seconds
 
 # The nowdoc's closing marker; no line of the JSON document can start with it.
 _MARKER = "ROUNDCUBE_AUTHENTIK_JSON"
@@ -24,6 +24,18 @@ _MARKER = "ROUNDCUBE_AUTHENTIK_JSON"
 # the session dies with the access token), `dovecotprofile` is the project's
 # scope mapping.
 OAUTH_SCOPE = "openid email offline_access dovecotprofile"
+
+
+# Roundcube's default keep-alive and mail-check interval.
+DEFAULT_REFRESH_SECONDS = 60
+
+
+def keepalive_seconds(settings: Settings) -> int:
+    """Roundcube's refresh_interval: its default, or a third of a short access-token lifetime."""
+    lifetime = validity_seconds(settings.access_token_validity)
+    if lifetime > 2 * DEFAULT_REFRESH_SECONDS:
+        return DEFAULT_REFRESH_SECONDS
+    return max(1, int(lifetime // 3))
 
 
 def roundcube_settings(settings: Settings, client_id: str, client_secret: str, des_key: str) -> dict[str, Any]:
@@ -66,6 +78,12 @@ def roundcube_settings(settings: Settings, client_id: str, client_secret: str, d
         "login_autocomplete": 0,
         # Minutes of inactivity; the refresh token keeps the IMAP login alive.
         "session_lifetime": 30,
+        # Roundcube refreshes the access token `refresh_interval + 10` s before
+        # it expires, and only if the token lives longer than the interval.
+        "refresh_interval": keepalive_seconds(settings),
+        "min_refresh_interval": min(60, keepalive_seconds(settings)),
+        # A user's own longer interval would let tokens lapse between refreshes.
+        "dont_override": ["refresh_interval"],
         # Lax: the cookie must come along on authentik's redirect back.
         "session_samesite": "Lax",
         "ip_check": False,
@@ -91,8 +109,21 @@ def render_roundcube_config(settings: Settings, client_id: str, client_secret: s
             _MARKER + ",",
             "    true, 512, JSON_THROW_ON_ERROR);",
             "",
+            *_CALLBACK_QUERY_OUT_OF_LOGS,
+            "",
         ]
     )
+
+
+# Roundcube's error log lines end with the request URI; on the OAuth callback
+# its query carries the authorization code. Roundcube reads the code from
+# $_GET and only ever looks at the path of REQUEST_URI, so the query goes.
+_CALLBACK_QUERY_OUT_OF_LOGS = [
+    "// Keep the OAuth callback's authorization code out of Roundcube's error log.",
+    "if (isset($_SERVER['REQUEST_URI']) && strpos($_SERVER['REQUEST_URI'], '/login/oauth?') !== false) {",
+    "    $_SERVER['REQUEST_URI'] = strstr($_SERVER['REQUEST_URI'], '?', true);",
+    "}",
+]
 
 
 def extract_json_document(php_source: str) -> dict[str, Any]:

@@ -257,10 +257,38 @@ def test_logins_fail_closed_while_authentik_is_unreachable_and_recover(stack: St
             assert stack.deployment.container(service).status == "running", f"{service} kept running"
         log = new_logs(stack, "dovecot", before)
         assert re.search(r"Introspection failed: connect\(.*\) failed: Connection refused", log), log[-2000:]
-    wait_for(lambda: imap(stack, ALICE, token).logout() is not None, "a login after authentik returned", timeout=30)
+    # A fresh token: the one above may have outlived its short lifetime by now.
+    wait_for(
+        lambda: imap(stack, ALICE, tokens(stack, ALICE)["access_token"]).logout() is not None,
+        "a login after authentik returned",
+        timeout=30,
+    )
     # And Roundcube's session works again, with no new login at authentik.
     alice_page.goto(ROUNDCUBE_URL + "/?_task=mail&_mbox=INBOX")
     wait_for_inbox(alice_page)
+
+
+# -- what the logs hold ----------------------------------------------------------------------
+
+
+def test_no_credential_reaches_any_log(stack: Stack) -> None:
+    # Runs after every flow above: logins, sends, refreshes, refusals, outage.
+    uploads = stack.capture.one("docker:index/container:Container", "-roundcube").inputs["uploads"]
+    config = next(u["content"] for u in uploads if u["file"] == "/etc/roundcube/config.inc.php")
+    des_key = config.split('"des_key": "', 1)[1].split('"', 1)[0]
+    forbidden = {
+        "client secret": re.escape(stack.client_secret),
+        "DES key": re.escape(des_key),
+        "a JWT (access or id token)": r"eyJ[A-Za-z0-9_-]{10,}\.eyJ",
+        "an authorization code": r"[?&]code=[0-9a-f]{16,}",
+        "a user's password": "|".join(re.escape(p) for p in PASSWORDS.values()),
+        "a bearer token": r"Bearer [A-Za-z0-9_.-]{20,}",
+    }
+    for service in ("dovecot", "postfix", "roundcube", "authentik"):
+        log = stack.logs(service)
+        assert len(log) > 500, f"{service} logged its work"
+        for what, pattern in forbidden.items():
+            assert not re.search(pattern, log), f"{service}'s log holds {what}"
 
 
 # -- a redirect URI that is not Roundcube's ------------------------------------------------------

@@ -14,7 +14,7 @@ import pytest
 from components.render import layout
 from components.render.dovecot import render_dovecot_conf
 from components.render.postfix import render_postfix_main_cf, render_postfix_master_cf
-from components.render.roundcube import OAUTH_SCOPE, extract_json_document, render_roundcube_config
+from components.render.roundcube import OAUTH_SCOPE, extract_json_document, render_roundcube_config, roundcube_settings
 from components.settings import Settings, load_settings
 
 CLIENT_ID = "AbCdEf0123456789AbCdEf0123456789AbCdEf01"
@@ -337,7 +337,11 @@ def test_a_hostile_credential_cannot_break_out_of_the_php_file(hostile: str) -> 
     plain = render_roundcube_config(settings(), CLIENT_ID, CLIENT_SECRET, DES_KEY)
     assert _php_frame(rendered) == _php_frame(plain)
     # No line of the document ends the nowdoc early (PHP ends it at a line starting with the marker).
-    body = rendered.split("\n")[5:-3]
+    lines = rendered.split("\n")
+    opening = next(i for i, line in enumerate(lines) if line.endswith("<<<'ROUNDCUBE_AUTHENTIK_JSON'"))
+    closing = lines.index("ROUNDCUBE_AUTHENTIK_JSON,")
+    assert lines[opening + 1] == "{" and lines[closing - 1] == "}"
+    body = lines[opening + 1 : closing]
     assert not [line for line in body if line.lstrip().startswith("ROUNDCUBE_AUTHENTIK_JSON")]
     assert all(ord(char) < 128 for char in rendered)
 
@@ -346,3 +350,14 @@ def _php_frame(rendered: str) -> str:
     start = rendered.index("\n{\n")
     end = rendered.index("\n}\nROUNDCUBE_AUTHENTIK_JSON,")
     return rendered[:start] + rendered[end:]
+
+
+@pytest.mark.parametrize("validity, interval", [("minutes=10", 60), ("hours=1", 60), ("minutes=2", 40), ("seconds=20", 6)])
+def test_roundcube_keeps_alive_and_refreshes_within_the_access_token_lifetime(validity: str, interval: int) -> None:
+    config = roundcube_settings(settings(access_token_validity=validity), CLIENT_ID, CLIENT_SECRET, DES_KEY)
+    assert config["refresh_interval"] == interval
+    # Roundcube's own rule (rcmail_oauth::mask_auth_data): the token must outlive the interval.
+    from components.settings import validity_seconds
+
+    assert config["refresh_interval"] < validity_seconds(validity)
+    assert "refresh_interval" in config["dont_override"]
