@@ -12,6 +12,8 @@ export DEBIAN_FRONTEND=noninteractive
 need_apt=()
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v unshare >/dev/null || need_apt+=(util-linux)
+command -v node >/dev/null || need_apt+=(nodejs)              # runs the PR-comment script in tests
+command -v ssh-agent >/dev/null || need_apt+=(openssh-client)  # the deploy workflow's ssh-agent steps
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -q >/dev/null
   apt-get install -y -q --no-install-recommends "${need_apt[@]}" >/dev/null

@@ -33,7 +33,7 @@ def _answer_once(initial: str) -> Callable[[bytes], bytes]:
 
 
 class LoginRefused(Exception):
-    pass
+    """The server refused the login (the test reads why from the daemon's log)."""
 
 
 def imap_login(host: str, port: int, ca_file: Path, user: str, token: str, mechanism: str = "XOAUTH2") -> imaplib.IMAP4_SSL:
