@@ -4,7 +4,6 @@ volumes that outlive the container, config delivered as uploaded files."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Sequence
 from urllib.parse import urlsplit
 
@@ -58,10 +57,6 @@ class ServiceSpec:
     mounts: Sequence[Mount] = ()
     binds: Sequence[Bind] = ()
     hosts: dict[str, str] = field(default_factory=dict)  # extra /etc/hosts entries: name -> address
-
-
-def read_text(path: Path) -> str:
-    return Path(path).read_text()
 
 
 # The Docker engine's name for the host it runs on, resolved by the engine

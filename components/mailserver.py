@@ -55,7 +55,7 @@ class MailServer(pulumi.ComponentResource):
             layout.POSTFIX_MASTER_CF: File(render_postfix_master_cf(settings)),
         }
         if settings.authentik_ca_file is not None:
-            dovecot_files[layout.AUTHENTIK_CA_FILE] = File(containers.read_text(settings.authentik_ca_file))
+            dovecot_files[layout.AUTHENTIK_CA_FILE] = File(settings.authentik_ca_file.read_text())
         tls_mounts: list[Bind] = []
         if settings.tls is not None:
             tls_mounts = [

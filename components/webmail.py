@@ -45,7 +45,7 @@ class Webmail(pulumi.ComponentResource):
         config: pulumi.Output[str] = pulumi.Output.secret(rendered)
         files = {layout.ROUNDCUBE_CONFIG: File(config, mode="0640", group=WWW_DATA_GID)}
         if settings.authentik_ca_file is not None:
-            files[layout.AUTHENTIK_CA_FILE] = File(containers.read_text(settings.authentik_ca_file))
+            files[layout.AUTHENTIK_CA_FILE] = File(settings.authentik_ca_file.read_text())
 
         self.container = containers.declare_container(
             self,

@@ -48,10 +48,6 @@ def _mask(value: Any, path: str, secret_paths: set[str]) -> Any:
     return value
 
 
-def _container_files(resource: DeclaredResource) -> dict[str, str]:
-    return {u["file"]: u.get("content", "") for u in resource.inputs.get("uploads", [])}
-
-
 def _resource_entry(resource: DeclaredResource) -> dict[str, Any]:
     inputs = _mask(resource.inputs, "", resource.secret_paths)
     if resource.type == "docker:index/container:Container":
@@ -94,12 +90,10 @@ def write_tree(capture: Capture, out: Path) -> None:
     (out / "exports.yaml").write_text(_dump(exports))
     for container in capture.of_type("docker:index/container:Container"):
         masked = _mask(container.inputs, "", container.secret_paths)
-        for path, content in _container_files(
-            DeclaredResource(**{**container.__dict__, "inputs": masked})
-        ).items():
-            target = out / "files" / masked["name"] / path.lstrip("/")
+        for upload in masked.get("uploads", []):
+            target = out / "files" / masked["name"] / upload["file"].lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(content)
+            target.write_text(upload.get("content", ""))
 
 
 def stacks_in(project_dir: Path) -> list[str]:

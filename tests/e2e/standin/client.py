@@ -218,6 +218,18 @@ def get_authorization_code(
     raise FlowError("too many redirects in the authorization flow", response)
 
 
+def _token_request(
+    base_url: str, client_id: str, client_secret: str, data: dict, verify: bool | str, auth_method: str, timeout: float
+) -> dict[str, Any]:
+    """POST to the token endpoint as a confidential client; raises TokenEndpointError on an error answer."""
+    headers: dict[str, str] = {}
+    _client_auth(client_id, client_secret, auth_method, data, headers)
+    response = requests.post(_url(base_url, TOKEN_PATH), data=data, headers=headers, verify=verify, timeout=timeout)
+    if response.status_code != 200:
+        raise TokenEndpointError(response)
+    return response.json()
+
+
 def exchange_code(
     base_url: str,
     client_id: str,
@@ -234,12 +246,7 @@ def exchange_code(
     data = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
     if code_verifier:
         data["code_verifier"] = code_verifier
-    headers: dict[str, str] = {}
-    _client_auth(client_id, client_secret, auth_method, data, headers)
-    response = requests.post(_url(base_url, TOKEN_PATH), data=data, headers=headers, verify=verify, timeout=timeout)
-    if response.status_code != 200:
-        raise TokenEndpointError(response)
-    return response.json()
+    return _token_request(base_url, client_id, client_secret, data, verify, auth_method, timeout)
 
 
 def login_and_get_tokens(
@@ -285,12 +292,7 @@ def refresh(
     data = {"grant_type": "refresh_token", "refresh_token": refresh_token}
     if scope is not None:
         data["scope"] = scope
-    headers: dict[str, str] = {}
-    _client_auth(client_id, client_secret, auth_method, data, headers)
-    response = requests.post(_url(base_url, TOKEN_PATH), data=data, headers=headers, verify=verify, timeout=timeout)
-    if response.status_code != 200:
-        raise TokenEndpointError(response)
-    return response.json()
+    return _token_request(base_url, client_id, client_secret, data, verify, auth_method, timeout)
 
 
 def introspect(
