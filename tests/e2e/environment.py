@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import socket
 import ssl
 import tarfile
@@ -32,19 +33,24 @@ from tests.e2e.deploy import Deployment, build_images, deploy, leftovers
 from tests.e2e.identity_config import standin_config
 from tests.e2e.pki import TestCA
 
-STACK = "e2e"
+# Checkouts that share one engine (parallel work on one machine) each set
+# E2E_INSTANCE (a short name) and E2E_PORT_OFFSET: own names, own ports.
+INSTANCE = os.environ.get("E2E_INSTANCE", "")
+PORT_OFFSET = int(os.environ.get("E2E_PORT_OFFSET", "0"))
+STACK = f"e2e-{INSTANCE}" if INSTANCE else "e2e"
 PREFIX = f"roundcube-authentik-{STACK}"
 AUTH_HOST = "auth.example.test"
 MAIL_HOST = "mail.example.test"
 MAIL_DOMAIN = "example.test"
 LOOPBACK = "127.0.0.1"
-PORTS = {"http": 18080, "smtp": 12525, "submission": 15587, "imaps": 19993, "imap": None}
-AUTH_PORT = 19443
+PORTS = {"http": 18080 + PORT_OFFSET, "smtp": 12525 + PORT_OFFSET, "submission": 15587 + PORT_OFFSET,
+         "imaps": 19993 + PORT_OFFSET, "imap": None}
+AUTH_PORT = 19443 + PORT_OFFSET
 AUTH_URL = f"https://{AUTH_HOST}:{AUTH_PORT}"
 ROUNDCUBE_URL = f"http://localhost:{PORTS['http']}"
 ACCESS_TOKEN_SECONDS = 30
 GROUP = "webmail-users"
-STANDIN_IMAGE = "roundcube-authentik/authentik-standin:test"
+STANDIN_IMAGE = f"roundcube-authentik/authentik-standin:{STACK}"
 STANDIN_NAME = f"{PREFIX}-authentik-standin"
 ARTIFACTS = PROJECT_DIR / "artifacts" / "e2e"
 

@@ -10,13 +10,13 @@ import requests
 
 from offline.capture import capture
 from tests.e2e.deploy import UnsupportedDeclaration, build_images, deploy, leftovers
-from tests.e2e.environment import e2e_config, wait_for
+from tests.e2e.environment import PORT_OFFSET, STACK as SESSION_STACK, e2e_config, wait_for
 
 pytestmark = pytest.mark.e2e
 
-STACK = "e2e-teardown"
+STACK = f"{SESSION_STACK}-teardown"
 PREFIX = f"roundcube-authentik-{STACK}"
-HTTP_PORT = 18081
+HTTP_PORT = 18081 + PORT_OFFSET
 
 
 def small_stack(pki: dict) -> dict[str, str]:
