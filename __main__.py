@@ -15,7 +15,8 @@ from components.stack_config import stack_config
 from components.webmail import Webmail, WebmailArgs
 
 try:
-    settings = load_settings(stack_config())
+    # The settings' namespace is the project's name in Pulumi.yaml, whatever it is.
+    settings = load_settings(stack_config(), pulumi.get_project())
 except SettingsError as err:
     # Before any resource exists: preview stops with the sentence, no traceback.
     raise pulumi.RunError(str(err)) from None

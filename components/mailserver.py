@@ -54,8 +54,8 @@ class MailServer(pulumi.ComponentResource):
             layout.POSTFIX_MAIN_CF: File(render_postfix_main_cf(settings)),
             layout.POSTFIX_MASTER_CF: File(render_postfix_master_cf(settings)),
         }
-        if settings.authentik_ca_file is not None:
-            dovecot_files[layout.AUTHENTIK_CA_FILE] = File(settings.authentik_ca_file.read_text())
+        if settings.authentik_ca_pem is not None:
+            dovecot_files[layout.AUTHENTIK_CA_FILE] = File(settings.authentik_ca_pem)
         tls_mounts: list[Bind] = []
         if settings.tls is not None:
             tls_mounts = [

@@ -14,9 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-PROJECT = "roundcube-authentik"
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 # authentik parses lifetimes as `key=value;key=value` timedelta arguments.
 _VALIDITY_UNITS = ("weeks", "days", "hours", "minutes", "seconds")
@@ -99,6 +97,8 @@ class Settings(_Strict):
     protect_volumes: bool = True
     tls: Optional[TlsFiles] = None
 
+    _authentik_ca_pem: Optional[str] = PrivateAttr(None)
+
     # -- single fields -------------------------------------------------------
 
     @field_validator("mail_domain", "mail_hostname")
@@ -177,10 +177,14 @@ class Settings(_Strict):
             raise ValueError(f"must be an image reference such as debian:trixie-slim, got {value!r}")
         return value
 
-    @field_validator("authentik_ca_file")
-    @classmethod
-    def _ca(cls, value: Optional[Path]) -> Optional[Path]:
-        return None if value is None else _pem_file(value)
+    @model_validator(mode="after")
+    def _read_ca_once(self) -> "Settings":
+        # A path on the machine that runs `pulumi` (relative: to the project
+        # folder, where pulumi runs the program). Read here, once: the
+        # containers get this text, whatever happens to the file afterwards.
+        if self.authentik_ca_file is not None:
+            self._authentik_ca_pem = _pem_text(self.authentik_ca_file)
+        return self
 
     # -- rules across fields -------------------------------------------------
 
@@ -219,6 +223,11 @@ class Settings(_Strict):
     # -- derived values -------------------------------------------------------
 
     @property
+    def authentik_ca_pem(self) -> Optional[str]:
+        """The text of authentik_ca_file, as read when the settings were loaded."""
+        return self._authentik_ca_pem
+
+    @property
     def host_name(self) -> str:
         return self.mail_hostname or f"mail.{self.mail_domain}"
 
@@ -248,27 +257,34 @@ def validity_seconds(value: str) -> float:
     return total
 
 
-def _pem_file(path: Path) -> Path:
+def _pem_text(path: Path) -> str:
+    where = f"{str(path)!r}" if path.is_absolute() else f"{str(path)!r} (relative to {Path.cwd()})"
     try:
         text = path.read_text()
-    except OSError as err:
-        raise ValueError(f"must be a readable PEM file, cannot read {str(path)!r}: {err.strerror}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        reason = getattr(err, "strerror", None) or str(err)
+        raise ValueError(
+            f"authentik_ca_file must be a readable PEM file on the machine that runs pulumi, cannot read {where}: {reason}"
+        ) from None
     if "-----BEGIN " not in text:
-        raise ValueError(f"must be a PEM file, {str(path)!r} has no '-----BEGIN' block")
-    return path
+        raise ValueError(f"authentik_ca_file must be a PEM file, {where} has no '-----BEGIN' block")
+    return text
 
 
-def load_settings(config: Mapping[str, Any], project: str = PROJECT) -> Settings:
+def load_settings(config: Mapping[str, Any], project: str) -> Settings:
     """Builds the settings from a stack's config (`project:key` -> value).
 
-    Values arrive as Pulumi hands them to the program: strings, with objects,
-    lists, numbers and booleans JSON-encoded. Keys of other namespaces
-    (`authentik:`, `docker:`) belong to providers and are left alone.
+    Values arrive as the Pulumi CLI hands them to the program (see
+    offline/stack_file.py for the rules): text, with maps and lists as JSON.
+    The empty string means "not set", because that is what the CLI sends for
+    a YAML null, and what `pulumi config set` writes back for one: an unset
+    optional setting takes its default, an unset required one is reported.
+    Keys of other namespaces (`authentik:`, `docker:`) belong to providers.
     """
     prefix = f"{project}:"
     raw: dict[str, Any] = {}
     for key, value in config.items():
-        if key.startswith(prefix):
+        if key.startswith(prefix) and value != "":
             name = key[len(prefix):]
             raw[name] = _decode(name, value)
     try:
@@ -277,7 +293,7 @@ def load_settings(config: Mapping[str, Any], project: str = PROJECT) -> Settings
         raise SettingsError(_explain(err, project)) from None
 
 
-# Settings whose value is text: a stack value such as "123" or "true" stays text.
+# Settings whose value is text: a stack value such as "123", "true" or "null" stays text.
 _TEXT = {str, Optional[str], Optional[Path]}
 
 
@@ -286,8 +302,7 @@ def _decode(name: str, value: Any) -> Any:
         return value
     field = Settings.model_fields.get(name)
     if field is not None and field.annotation in _TEXT:
-        # A YAML null in the stack file reaches the program as "null".
-        return None if value == "null" and field.annotation is not str else value
+        return value
     try:
         return json.loads(value)
     except ValueError:

@@ -44,8 +44,8 @@ class Webmail(pulumi.ComponentResource):
         )
         config: pulumi.Output[str] = pulumi.Output.secret(rendered)
         files = {layout.ROUNDCUBE_CONFIG: File(config, mode="0640", group=WWW_DATA_GID)}
-        if settings.authentik_ca_file is not None:
-            files[layout.AUTHENTIK_CA_FILE] = File(settings.authentik_ca_file.read_text())
+        if settings.authentik_ca_pem is not None:
+            files[layout.AUTHENTIK_CA_FILE] = File(settings.authentik_ca_pem)
 
         self.container = containers.declare_container(
             self,

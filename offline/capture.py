@@ -30,6 +30,8 @@ from pulumi.runtime.settings import SETTINGS
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
+from offline.stack_file import StackConfig, project_name, read_stack_file
+
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -77,11 +79,14 @@ class Capture:
 class SecretMaker:
     """Values for generated secrets: random (to deploy) or stable placeholders (to show)."""
 
-    def __init__(self, placeholders: bool) -> None:
+    def __init__(self, placeholders: bool, kept: Optional[dict[str, str]] = None) -> None:
         self.placeholders = placeholders
+        self.kept = kept or {}
 
     def random_result(self, name: str, inputs: dict[str, Any]) -> str:
         length = int(inputs.get("length", 32))
+        if name in self.kept:
+            return self.kept[name]
         if self.placeholders:
             return placeholder(name)
         alphabet = string.ascii_letters + string.digits
@@ -192,26 +197,6 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
         return response
 
 
-def read_stack_config(stack_file: Path, maker: SecretMaker, project: str = "roundcube-authentik") -> dict[str, str]:
-    """The stack file's config as Pulumi hands it to a program: `ns:key` -> string (objects as JSON)."""
-    import yaml
-
-    document = yaml.safe_load(stack_file.read_text()) or {}
-    unknown = set(document) - {"config", "secretsprovider", "encryptionsalt", "encryptedkey", "environment"}
-    if unknown:
-        raise ValueError(f"{stack_file}: unknown top-level keys {sorted(unknown)}")
-    config: dict[str, str] = {}
-    for key, value in (document.get("config") or {}).items():
-        full_key = key if ":" in key else f"{project}:{key}"
-        if isinstance(value, dict) and set(value) == {"secure"}:
-            config[full_key] = maker.config_secret(full_key)
-        elif isinstance(value, str):
-            config[full_key] = value
-        else:
-            config[full_key] = json.dumps(value)
-    return config
-
-
 @contextlib.contextmanager
 def _in_project(project_dir: Path) -> Iterator[None]:
     # The program imports `components`; take it from this project, not from a
@@ -232,30 +217,32 @@ def _in_project(project_dir: Path) -> Iterator[None]:
 
 def capture(
     stack: str,
-    config: dict[str, str],
+    config: StackConfig,
     *,
     placeholders: bool = True,
     project_dir: Path = PROJECT_DIR,
-    project: str = "roundcube-authentik",
+    keep_results_of: Optional[Capture] = None,
 ) -> Capture:
     """Runs `project_dir/__main__.py` for `stack` with `config` and returns what it declared.
 
     placeholders=True gives generated secrets stable `__SECRET_NAME__` values (for
     showing); False gives real random values (for deploying in tests).
+    keep_results_of: a capture of the same stack whose generated values this run
+    keeps, as `pulumi up` keeps random resources in the stack's state.
     """
-    maker = SecretMaker(placeholders)
+    maker = SecretMaker(placeholders, kept=_random_results(keep_results_of))
     mocks = _ProgramMocks(maker)
     monitor = _RecordingMonitor(mocks)
     exports: dict[str, Any] = {}
     secret_exports: set[str] = set()
 
     pulumi.runtime.settings.reset_options()
-    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=monitor)
+    pulumi.runtime.set_mocks(mocks, project=config.project, stack=stack, preview=False, monitor=monitor)
     # The mock monitor implements RegisterPackage, but set_mocks does not load
     # its feature list: without this, parameterized (bridged) providers such as
     # pulumi-authentik refuse to register.
     SETTINGS.feature_support["parameterization"] = True
-    pulumi.runtime.set_all_config(config, [k for k, v in config.items() if v.startswith(PLACEHOLDER_PREFIX)])
+    pulumi.runtime.set_all_config(dict(config.values), sorted(config.secret_keys))
 
     declared_exports: dict[str, pulumi.Output[Any]] = {}
 
@@ -288,12 +275,20 @@ def capture(
     return Capture(stack=stack, resources=resources, invokes=mocks.invokes, exports=exports, secret_exports=secret_exports)
 
 
-def capture_stack(stack: str, *, placeholders: bool = True, project_dir: Path = PROJECT_DIR,
-                  stack_file: Optional[Path] = None, override: Optional[Callable[[dict[str, str]], None]] = None) -> Capture:
-    """Captures a stack from its file in stacks/ (or `stack_file`)."""
-    maker = SecretMaker(placeholders)
+def read_stack(stack: str, *, project_dir: Path = PROJECT_DIR, stack_file: Optional[Path] = None) -> StackConfig:
+    """A stack's config as the CLI hands it over (offline.stack_file), secure values as placeholders."""
     path = stack_file or project_dir / "stacks" / f"Pulumi.{stack}.yaml"
-    config = read_stack_config(path, maker)
-    if override is not None:
-        override(config)
+    return read_stack_file(path, project_name(project_dir), decrypt=SecretMaker(True).config_secret)
+
+
+def capture_stack(stack: str, *, placeholders: bool = True, project_dir: Path = PROJECT_DIR,
+                  stack_file: Optional[Path] = None) -> Capture:
+    """Captures a stack from its file in stacks/ (or `stack_file`)."""
+    config = read_stack(stack, project_dir=project_dir, stack_file=stack_file)
     return capture(stack, config, placeholders=placeholders, project_dir=project_dir)
+
+
+def _random_results(previous: Optional[Capture]) -> dict[str, str]:
+    if previous is None:
+        return {}
+    return {r.name: r.outputs["result"] for r in previous.resources if r.type.startswith("random:") and "result" in r.outputs}

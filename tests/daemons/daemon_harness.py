@@ -45,6 +45,7 @@ from components.render.dovecot import render_dovecot_conf
 from components.render.postfix import render_postfix_main_cf, render_postfix_master_cf
 from components.render.roundcube import render_roundcube_config
 from components.settings import Settings, load_settings
+from offline.stack_file import read_stack_text, settings_document
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -260,8 +261,9 @@ def make_variant(name: str, pki: Pki, **overrides: Any) -> Variant:
     else:
         raise ValueError(name)
     config.update(overrides)
-    # As Pulumi hands them over: JSON-encoded (a JSON-looking string stays a string).
-    settings = load_settings({f"roundcube-authentik:{key}": value if isinstance(value, str) else json.dumps(value) for key, value in config.items()})
+    # Written as a stack file and read as the Pulumi CLI hands it over.
+    stack = read_stack_text(settings_document("roundcube-authentik", config), "roundcube-authentik")
+    settings = load_settings(stack.values, stack.project)
     return Variant(
         name=name,
         settings=settings,

@@ -14,8 +14,9 @@ import pytest
 from components.render import layout
 from components.render.dovecot import render_dovecot_conf
 from components.render.postfix import render_postfix_main_cf, render_postfix_master_cf
-from components.render.roundcube import OAUTH_SCOPE, extract_json_document, render_roundcube_config, roundcube_settings
+from components.render.roundcube import extract_json_document, render_roundcube_config, roundcube_settings
 from components.settings import Settings, load_settings
+from offline.stack_file import read_stack_text, settings_document
 
 CLIENT_ID = "AbCdEf0123456789AbCdEf0123456789AbCdEf01"
 CLIENT_SECRET = "s3cretS3cretS3cretS3cretS3cretS3cretS3cretS3cretS3cretS3cretS3c"
@@ -40,8 +41,9 @@ def settings(**fields: Any) -> Settings:
     config = {"mail_domain": "example.com", "dev": True, "roundcube_url": "http://localhost:8080",
               "authentik_url": "http://authentik.example.com:9000"}
     config.update(fields)
-    # Every value JSON-encoded, so a JSON-looking string stays a string.
-    return load_settings({f"roundcube-authentik:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in config.items()})
+    # Written as a stack file and read as the Pulumi CLI hands it over.
+    stack = read_stack_text(settings_document("roundcube-authentik", config), "roundcube-authentik")
+    return load_settings(stack.values, stack.project)
 
 
 def prod_settings(pem: Path, **fields: Any) -> Settings:
@@ -304,8 +306,8 @@ def test_roundcube_talks_to_authentik_dovecot_and_postfix_where_they_are() -> No
     assert config["oauth_identity_uri"] == f"{base}/userinfo/"
     assert config["oauth_provider"] == "generic"
     assert config["oauth_provider_name"] == "authentik"
-    assert config["oauth_scope"] == OAUTH_SCOPE
-    assert set(OAUTH_SCOPE.split()) >= {"openid", "email", "offline_access", "dovecotprofile"}
+    # openid: an id_token and introspection; email: the mailbox; offline_access: a refresh token.
+    assert {"openid", "email", "offline_access"} <= set(config["oauth_scope"].split())
     assert config["oauth_identity_fields"] == ["email"]
     assert config["oauth_login_redirect"] is False
     assert config["imap_host"] == f"{layout.DOVECOT_HOST}:{layout.IMAP_PORT}"
