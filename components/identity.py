@@ -8,9 +8,10 @@ from typing import Optional
 import pulumi
 import pulumi_authentik as authentik
 
-# The scope Dovecot's guide adds: profile claims for the token's user.
-# authentik runs this body as a Python function with `request` in scope.
-DOVECOT_PROFILE_SCOPE = "dovecotprofile"
+from components.oauth_scopes import DOVECOT_PROFILE_SCOPE, MANAGED_SCOPES
+
+# The body of the project's scope mapping (DOVECOT_PROFILE_SCOPE). authentik
+# runs it as a Python function with `request` in scope.
 DOVECOT_PROFILE_EXPRESSION = """\
 return {
     "name": request.user.name,
@@ -20,16 +21,6 @@ return {
     "nickname": request.user.username,
 }
 """
-
-# Managed mappings authentik ships. openid is required (without it there is no
-# id_token and introspection reports the token inactive), email carries the
-# identity Roundcube and Dovecot use, offline_access yields the refresh token
-# that keeps a Roundcube session alive past the access token's lifetime.
-MANAGED_SCOPES = ("openid", "email", "offline_access")
-
-# What Roundcube asks for; every scope here is assigned to the provider above,
-# since authentik silently drops requested scopes that are not.
-ROUNDCUBE_SCOPES = (*MANAGED_SCOPES, DOVECOT_PROFILE_SCOPE)
 
 
 @dataclass

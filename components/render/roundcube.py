@@ -13,17 +13,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from components.oauth_scopes import ROUNDCUBE_SCOPES
 from components.render import layout
 from components.settings import Settings, validity_seconds
 
 # The nowdoc's closing marker; no line of the JSON document can start with it.
 _MARKER = "ROUNDCUBE_AUTHENTIK_JSON"
 
-# What Roundcube asks authentik for. `openid` makes the token introspectable,
-# `email` names the mailbox, `offline_access` brings a refresh token (without it
-# the session dies with the access token), `dovecotprofile` is the project's
-# scope mapping.
-OAUTH_SCOPE = "openid email offline_access dovecotprofile"
+# What Roundcube asks authentik for: exactly the scopes the provider maps.
+OAUTH_SCOPE = " ".join(ROUNDCUBE_SCOPES)
 
 
 # Roundcube's default keep-alive and mail-check interval.

@@ -14,7 +14,9 @@ from typing import Any, Callable, Iterator
 import pulumi
 import pytest
 
-from offline.capture import Capture, capture, capture_stack, read_stack_config, SecretMaker, PROJECT_DIR
+from offline.capture import Capture, capture, capture_stack, read_stack, PROJECT_DIR
+from offline.stack_file import StackConfig
+from components.render.roundcube import extract_json_document
 
 STACKS = ("dev", "prod")
 PROVIDER = "authentik:index/providerOauth2:ProviderOauth2"
@@ -23,14 +25,14 @@ VOLUME = "docker:index/volume:Volume"
 IMAGE = "docker:index/image:Image"
 
 
-def stack_config(stack: str) -> dict[str, str]:
-    return read_stack_config(PROJECT_DIR / "stacks" / f"Pulumi.{stack}.yaml", SecretMaker(placeholders=True))
+def stack_config(stack: str) -> StackConfig:
+    return read_stack(stack)
 
 
-def run(stack: str, change: Callable[[dict[str, str]], None] | None = None) -> Capture:
+def run(stack: str, change: Callable[[StackConfig], StackConfig] | None = None) -> Capture:
     config = stack_config(stack)
     if change:
-        change(config)
+        config = change(config)
     return capture(stack, config, placeholders=False)
 
 
@@ -68,8 +70,8 @@ def test_one_generated_client_id_and_secret_in_authentik_roundcube_and_dovecot(d
     introspection = [line for line in dovecot.splitlines() if "introspection_url" in line]
     assert len(introspection) == 1
     config = stack_config(declared.stack)
-    internal = config.get("roundcube-authentik:authentik_internal_url", "null")
-    authentik_url = config["roundcube-authentik:authentik_url"] if internal == "null" else internal
+    authentik_url = config.get("authentik_internal_url") or config.get("authentik_url")
+    assert authentik_url
     host = authentik_url.split("://", 1)[1]
     assert f"://{client_id}:{client_secret}@{host}/application/o/introspect/" in introspection[0]
     # A second run generates other values: nothing is a fixed credential.
@@ -89,18 +91,45 @@ def test_des_key_reaches_roundcube_only(declared: Capture) -> None:
     assert len(value) == 24 and value not in dovecot
 
 
-def test_scopes_are_the_managed_three_plus_dovecotprofile(declared: Capture) -> None:
-    provider = declared.one(PROVIDER).inputs
+def mapped_scopes(c: Capture) -> set[str]:
+    """The scope names the provider's property mappings grant, read off the declared graph."""
+    looked_up = {i.args["managed"]: i.args["managed"].rsplit("/scope-", 1)[1]
+                 for i in c.invokes if i.token.endswith("getPropertyMappingProviderScope")}
+    ids = {f"scope:{scope}": scope for scope in looked_up.values()}  # the mocks' ids of managed mappings
+    custom = {m.outputs["id"]: m.inputs["scopeName"]
+              for m in c.of_type("authentik:index/propertyMappingProviderScope:PropertyMappingProviderScope")}
+    return {ids.get(mapping) or custom[mapping] for mapping in c.one(PROVIDER).inputs["propertyMappings"]}
+
+
+def requested_scopes(c: Capture) -> list[str]:
+    php = container_files(c, "roundcube")["/etc/roundcube/config.inc.php"]
+    return extract_json_document(php)["oauth_scope"].split()
+
+
+def test_every_scope_roundcube_requests_is_mapped_on_the_provider(declared: Capture) -> None:
+    # authentik drops requested scopes no mapping grants, silently: no refresh
+    # token without offline_access, no introspection without openid.
+    requested = requested_scopes(declared)
+    assert set(requested) <= mapped_scopes(declared), f"unmapped: {set(requested) - mapped_scopes(declared)}"
+    assert {"openid", "email", "offline_access"} <= set(requested)
+
+
+def test_the_scope_check_catches_a_scope_roundcube_asks_for_that_the_provider_lacks(
+    declared: Capture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from components import oauth_scopes
+    from components.render import roundcube
+
+    # A Roundcube that asks for one more scope than the provider maps.
+    monkeypatch.setattr(roundcube, "OAUTH_SCOPE", " ".join((*oauth_scopes.ROUNDCUBE_SCOPES, "groups")))
+    widened = capture(declared.stack, stack_config(declared.stack), placeholders=True)
+    assert "groups" in requested_scopes(widened) and "groups" not in mapped_scopes(widened)
+
+
+def test_the_dovecotprofile_mapping_is_the_one_custom_mapping(declared: Capture) -> None:
     mapping = declared.one("authentik:index/propertyMappingProviderScope:PropertyMappingProviderScope")
-    managed = sorted(i.args["managed"] for i in declared.invokes if i.token.endswith("getPropertyMappingProviderScope"))
-    assert managed == sorted(
-        f"goauthentik.io/providers/oauth2/scope-{s}" for s in ("openid", "email", "offline_access")
-    )
-    assert provider["propertyMappings"][:3] == ["scope:openid", "scope:email", "scope:offline_access"]
-    assert len(provider["propertyMappings"]) == 4 and provider["propertyMappings"][3] not in provider["propertyMappings"][:3]
-    assert mapping.inputs["scopeName"] == "dovecotprofile"
-    roundcube = container_files(declared, "roundcube")["/etc/roundcube/config.inc.php"]
-    assert "openid email offline_access dovecotprofile" in roundcube
+    assert mapping.outputs["id"] in declared.one(PROVIDER).inputs["propertyMappings"]
+    assert mapping.inputs["scopeName"] in requested_scopes(declared)
 
 
 def test_containers_reach_an_authentik_on_the_docker_host_by_its_internal_url() -> None:
@@ -139,10 +168,8 @@ def test_dovecotprofile_expression_returns_the_guides_claims_for_the_user(declar
 
 
 def test_flows_and_signing_key_are_looked_up_by_the_configured_names() -> None:
-    def change(config: dict[str, str]) -> None:
-        config["roundcube-authentik:authorization_flow"] = "my-consent-flow"
-        config["roundcube-authentik:invalidation_flow"] = "my-logout-flow"
-        config["roundcube-authentik:signing_key"] = "webmail signing"
+    def change(config: StackConfig) -> StackConfig:
+        return config.with_values(authorization_flow="my-consent-flow", invalidation_flow="my-logout-flow", signing_key="webmail signing")
 
     c = run("dev", change)
     flows = [i.args["slug"] for i in c.invokes if i.token.endswith("getFlow")]
@@ -156,9 +183,8 @@ def test_flows_and_signing_key_are_looked_up_by_the_configured_names() -> None:
 
 
 def test_provider_is_a_confidential_client_with_the_configured_lifetimes() -> None:
-    def change(config: dict[str, str]) -> None:
-        config["roundcube-authentik:access_token_validity"] = "minutes=5"
-        config["roundcube-authentik:refresh_token_validity"] = "days=7;hours=12"
+    def change(config: StackConfig) -> StackConfig:
+        return config.with_values(access_token_validity="minutes=5", refresh_token_validity="days=7;hours=12")
 
     provider = run("dev", change).one(PROVIDER).inputs
     assert provider["clientType"] == "confidential"
@@ -241,13 +267,8 @@ def test_volumes_are_protected_retained_and_untouched_by_config_changes(declared
     assert set(volumes) == {"mail-mail", "mail-postfix-spool", "webmail-database"}
     assert all(v.protect and v.retain_on_delete for v in volumes.values())
 
-    def change(config: dict[str, str]) -> None:
-        config["roundcube-authentik:roundcube_url"] = "https://webmail.example.org"
-        config["roundcube-authentik:authentik_url"] = "https://sso.example.org"
-        config["roundcube-authentik:app_slug"] = "post"
-        config["roundcube-authentik:mail_hostname"] = "mx.example.org"
-        config["roundcube-authentik:base_image"] = "registry.example.org/debian:trixie-slim"
-        config["roundcube-authentik:access_token_validity"] = "minutes=3"
+    def change(config: StackConfig) -> StackConfig:
+        return config.with_values(roundcube_url="https://webmail.example.org", authentik_url="https://sso.example.org", app_slug="post", mail_hostname="mx.example.org", base_image="registry.example.org/debian:trixie-slim", access_token_validity="minutes=3")
 
     changed = {v.name: v for v in run(declared.stack, change).of_type(VOLUME)}
     assert {n: v.inputs for n, v in changed.items()} == {n: v.inputs for n, v in volumes.items()}
@@ -258,8 +279,8 @@ def test_volumes_are_protected_retained_and_untouched_by_config_changes(declared
 
 
 def test_unprotecting_volumes_is_an_explicit_setting() -> None:
-    def change(config: dict[str, str]) -> None:
-        config["roundcube-authentik:protect_volumes"] = "false"
+    def change(config: StackConfig) -> StackConfig:
+        return config.with_values(protect_volumes="false")
 
     volumes = run("dev", change).of_type(VOLUME)
     assert volumes and not any(v.protect for v in volumes)
@@ -283,7 +304,7 @@ def test_each_container_is_on_the_private_network_under_its_service_name(declare
 )
 def test_only_the_configured_ports_are_published(stack: str, expected: dict[str, set[tuple[int, int]]]) -> None:
     c = capture_stack(stack, placeholders=True)
-    address = stack_config(stack)["roundcube-authentik:publish_address"]
+    address = stack_config(stack).get("publish_address")
     for service, ports in expected.items():
         published = container(c, service).inputs.get("ports", [])
         assert {(p["external"], p["internal"]) for p in published} == ports
@@ -332,16 +353,15 @@ def test_exports_name_the_endpoints(declared: Capture) -> None:
         ("roundcube-authentik:ports", json.dumps({"http": 70000}), "ports.http: Value error, must be a port"),
         ("roundcube-authentik:ports", json.dumps({"http": 25}), "ports.smtp and ports.http both use port 25"),
         ("roundcube-authentik:ports", json.dumps({"imap": 143}), "ports.imap (plain IMAP) may only be published on a loopback"),
-        ("roundcube-authentik:tls", "null", "ports.imaps needs tls"),
+        ("roundcube-authentik:tls", "", "ports.imaps needs tls"),
         ("roundcube-authentik:app_slug", "Web Mail", "app_slug: must be lower-case"),
         ("roundcube-authentik:authentik_internal_url", "http://authentik:9000", "authentik_internal_url must be https://"),
         ("roundcube-authentik:tls", json.dumps({"cert_file": "certs/x.pem", "key_file": "/k"}), "tls.cert_file: Value error, must be an absolute path"),
-        ("roundcube-authentik:authentik_ca_file", "/nonexistent/ca.pem", "authentik_ca_file: Value error, must be a readable PEM file"),
+        ("roundcube-authentik:authentik_ca_file", "/nonexistent/ca.pem", "authentik_ca_file must be a readable PEM file"),
     ],
 )
 def test_bad_settings_stop_the_program_before_any_resource(key: str, value: str, message: str) -> None:
-    config = stack_config("prod")
-    config[key] = value
+    config = stack_config("prod").with_values(**{key: value})
     with pytest.raises(pulumi.RunError) as raised:
         capture("prod", config, placeholders=True)
     text = str(raised.value).replace("Value error, ", "")
@@ -350,15 +370,13 @@ def test_bad_settings_stop_the_program_before_any_resource(key: str, value: str,
 
 
 def test_a_missing_setting_is_named() -> None:
-    config = stack_config("dev")
-    del config["roundcube-authentik:mail_domain"]
+    config = stack_config("dev").without("mail_domain")
     with pytest.raises(pulumi.RunError, match="roundcube-authentik:mail_domain: required, not set"):
         capture("dev", config, placeholders=True)
 
 
 def test_http_is_allowed_only_in_a_dev_stack() -> None:
-    config = stack_config("dev")
-    config["roundcube-authentik:dev"] = "false"
+    config = stack_config("dev").with_values(dev="false")
     with pytest.raises(pulumi.RunError) as raised:
         capture("dev", config, placeholders=True)
     assert "roundcube_url must be https:// in a stack that is not marked dev: true, got http://localhost:8080" in str(raised.value)
@@ -366,9 +384,7 @@ def test_http_is_allowed_only_in_a_dev_stack() -> None:
 
 
 def test_text_settings_stay_text_whatever_they_look_like() -> None:
-    config = stack_config("dev")
-    config["roundcube-authentik:app_name"] = "2026"
-    config["roundcube-authentik:allowed_group"] = '{"not": "json"}'
+    config = stack_config("dev").with_values(app_name="2026", allowed_group='{"not": "json"}')
     c = capture("dev", config, placeholders=True)
     assert c.one("authentik:index/application:Application").inputs["name"] == "2026"
     assert [i.args["name"] for i in c.invokes if i.token.endswith("getGroup")] == ['{"not": "json"}']
