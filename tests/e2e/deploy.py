@@ -15,7 +15,7 @@ import tarfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import docker
 from docker.models.containers import Container
@@ -66,7 +66,9 @@ class Deployment:
                 pass
 
 
-def build_images(client: docker.DockerClient, capture: Capture, project_dir: Path = PROJECT_DIR) -> dict[str, str]:
+def build_images(client: docker.DockerClient, capture: Capture, project_dir: Path = PROJECT_DIR,
+                 trusted_ca: Optional[Path] = None) -> dict[str, str]:
+    """Builds the declared images; with trusted_ca, each gets that CA in its system store on top."""
     images = {}
     for image in capture.of_type("docker:index/image:Image"):
         build = image.inputs["build"]
@@ -80,8 +82,39 @@ def build_images(client: docker.DockerClient, capture: Capture, project_dir: Pat
             rm=True,
             forcerm=True,
         )
-        images[image.outputs["repoDigest"]] = built.id
+        images[image.outputs["repoDigest"]] = (
+            built.id if trusted_ca is None else _with_trusted_ca(client, image.inputs["imageName"], built, trusted_ca)
+        )
     return images
+
+
+def _with_trusted_ca(client: docker.DockerClient, product_tag: str, product: Any, ca_file: Path) -> str:
+    """A layer over the product image with `ca_file` among the system's CAs, as a public CA is.
+
+    The product image is left as it is; its user is restored after the layer.
+    """
+    user = product.attrs["Config"].get("User") or ""
+    dockerfile = "\n".join(
+        [
+            f"FROM {product_tag}",
+            "USER root",
+            "COPY test-ca.crt /usr/local/share/ca-certificates/roundcube-authentik-test-ca.crt",
+            "RUN update-ca-certificates",
+            *([f"USER {user}"] if user else []),
+            "",
+        ]
+    )
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        for name, data in (("Dockerfile", dockerfile.encode()), ("test-ca.crt", ca_file.read_bytes())):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    context.seek(0)
+    built, _ = client.images.build(
+        fileobj=context, custom_context=True, tag=f"{product_tag}-trusting-test-ca", rm=True, forcerm=True
+    )
+    return built.id
 
 
 def _tar(uploads: list[dict[str, Any]]) -> bytes:
@@ -174,13 +207,15 @@ def deploy(client: docker.DockerClient, capture: Capture, images: dict[str, str]
 
 
 def leftovers(client: docker.DockerClient, prefix: str) -> Iterator[str]:
-    """Names of containers, networks and volumes starting with prefix (for teardown checks)."""
-    for c in client.containers.list(all=True):
-        if c.name.startswith(prefix):
+    """Names of containers, networks and volumes of the stack whose names start `<prefix>-`."""
+    start = prefix + "-"
+    # Other checkouts' containers may come and go while this lists.
+    for c in client.containers.list(all=True, ignore_removed=True):
+        if c.name.startswith(start):
             yield f"container {c.name}"
     for n in client.networks.list():
-        if n.name.startswith(prefix):
+        if n.name.startswith(start):
             yield f"network {n.name}"
     for v in client.volumes.list():
-        if v.name.startswith(prefix):
+        if v.name.startswith(start):
             yield f"volume {v.name}"

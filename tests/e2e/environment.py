@@ -1,10 +1,20 @@
 """The end-to-end environment: the deployed stack and the authentik stand-in.
 
-What runs: the Docker resources the program declares for an `e2e` stack (the
-dev example stack with test ports, a test CA and a short access-token
-lifetime), captured through Pulumi's mocks and created on the real engine;
-and the authentik stand-in, configured from the program's declared authentik
-resources, on the program's private network under authentik's host name.
+What runs is what users run: the program's declarations for the example
+stack `stacks/Pulumi.dev.yaml`, read as the Pulumi CLI reads it
+(offline.stack_file), changed only by the overrides listed in
+`E2E_OVERRIDES`, each with the reason the test machine needs it. They are
+captured through Pulumi's mocks and created on the real engine, next to the
+authentik stand-in, which is configured from the program's declared
+authentik resources and joins the program's private network under
+authentik's host name.
+
+Trust: the main stack, like the prod example, has no `authentik_ca_file`:
+the containers trust authentik's certificate through the system CA store,
+to which the test CA is added the way a public CA is present, in a thin
+layer over each product image (tests/e2e/deploy.py); the product images are
+not changed. The `authentik_ca_file` path runs as a second, smaller
+deployment (test_ca_file.py) on the unchanged product images.
 
 Traffic stays on this machine: the host reaches containers only through ports
 published on 127.0.0.1, and the containers talk among themselves on the
@@ -21,38 +31,85 @@ import socket
 import ssl
 import tarfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import docker
 import requests
 
-from offline.capture import PROJECT_DIR, Capture, SecretMaker, capture, read_stack_config
+from offline.capture import PROJECT_DIR, Capture, capture, read_stack
+from offline.stack_file import StackConfig
 from tests.e2e.deploy import Deployment, build_images, deploy, leftovers
 from tests.e2e.identity_config import standin_config
 from tests.e2e.pki import TestCA
+
+EXAMPLE_STACK = "dev"  # the example stack the e2e stacks start from
+AUTH_HOST = "auth.example.test"
+MAIL_HOST = "mail.example.test"
+MAIL_DOMAIN = "example.test"
+LOOPBACK = "127.0.0.1"
+ACCESS_TOKEN_SECONDS = 30
+GROUP = "webmail-users"
+ARTIFACTS = PROJECT_DIR / "artifacts" / "e2e"
+STANDIN_CONFIG = "/etc/standin/config.json"
+STANDIN_ISSUED_LOG = "/tmp/standin-issued.jsonl"
 
 # Checkouts that share one engine (parallel work on one machine) each set
 # E2E_INSTANCE (a short name) and E2E_PORT_OFFSET: own names, own ports.
 INSTANCE = os.environ.get("E2E_INSTANCE", "")
 PORT_OFFSET = int(os.environ.get("E2E_PORT_OFFSET", "0"))
-STACK = f"e2e-{INSTANCE}" if INSTANCE else "e2e"
-PREFIX = f"roundcube-authentik-{STACK}"
-AUTH_HOST = "auth.example.test"
-MAIL_HOST = "mail.example.test"
-MAIL_DOMAIN = "example.test"
-LOOPBACK = "127.0.0.1"
-PORTS = {"http": 18080 + PORT_OFFSET, "smtp": 12525 + PORT_OFFSET, "submission": 15587 + PORT_OFFSET,
-         "imaps": 19993 + PORT_OFFSET, "imap": None}
-AUTH_PORT = 19443 + PORT_OFFSET
-AUTH_URL = f"https://{AUTH_HOST}:{AUTH_PORT}"
-ROUNDCUBE_URL = f"http://localhost:{PORTS['http']}"
-ACCESS_TOKEN_SECONDS = 30
-GROUP = "webmail-users"
-STANDIN_IMAGE = f"roundcube-authentik/authentik-standin:{STACK}"
-STANDIN_NAME = f"{PREFIX}-authentik-standin"
-ARTIFACTS = PROJECT_DIR / "artifacts" / "e2e"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One deployed e2e stack's names and published ports."""
+
+    stack: str
+    ports: Mapping[str, int | None]
+    auth_port: int
+
+    @property
+    def prefix(self) -> str:
+        return f"roundcube-authentik-{self.stack}"
+
+    @property
+    def auth_url(self) -> str:
+        return f"https://{AUTH_HOST}:{self.auth_port}"
+
+    @property
+    def roundcube_url(self) -> str:
+        return f"http://localhost:{self.ports['http']}"
+
+    @property
+    def standin_name(self) -> str:
+        return f"{self.prefix}-authentik-standin"
+
+    @property
+    def standin_image(self) -> str:
+        return f"roundcube-authentik/authentik-standin:{self.stack}"
+
+
+def layout(name: str, offset: int) -> Layout:
+    # No stack's name is the start of another's: leftovers are found by name prefix.
+    stack = "-".join(part for part in ("e2e", INSTANCE, name) if part)
+    base = PORT_OFFSET + offset
+    return Layout(
+        stack=stack,
+        ports={"http": 18080 + base, "smtp": 12525 + base, "submission": 15587 + base, "imaps": 19993 + base, "imap": None},
+        auth_port=19443 + base,
+    )
+
+
+MAIN = layout("main", 0)
+STACK = MAIN.stack
+PREFIX = MAIN.prefix
+PORTS = dict(MAIN.ports)
+AUTH_PORT = MAIN.auth_port
+AUTH_URL = MAIN.auth_url
+ROUNDCUBE_URL = MAIN.roundcube_url
+STANDIN_IMAGE = MAIN.standin_image
+STANDIN_NAME = MAIN.standin_name
 
 USERS = [
     {"username": "alice", "name": "Alice Liddell", "email": f"alice@{MAIL_DOMAIN}", "password": "alice-pw", "groups": [GROUP]},
@@ -64,6 +121,56 @@ OTHER_CLIENT = {"client_id": "other-client-id-0123456789", "client_secret": "oth
 OTHER_REDIRECT = "https://other.example.test/callback"
 
 
+# -- what the e2e stack changes in the example stack, and why -------------------------
+
+
+@dataclass(frozen=True)
+class Override:
+    value: Any  # text or a dict, as a stack file holds it; None: the setting is removed
+    reason: str
+
+
+def e2e_overrides(where: Layout, pki: Mapping[str, Path], access_token_seconds: int = ACCESS_TOKEN_SECONDS) -> dict[str, Override]:
+    """The only differences between the dev example stack and the e2e stack."""
+    return {
+        "roundcube_url": Override(
+            where.roundcube_url, "the stack's own HTTP port, so it never meets a dev stack or another checkout's"),
+        "ports": Override(
+            dict(where.ports),
+            "own host ports for the same reason; imaps published because tls is set (below)"),
+        "authentik_url": Override(
+            where.auth_url,
+            "the stand-in on the private network under authentik's name and its own HTTPS port; the dev "
+            "stack's http://localhost:9000 is an authentik on the developer's machine"),
+        "authentik_internal_url": Override(
+            None,
+            "the dev stack reaches authentik on the Docker host through host-gateway; the traffic rules keep "
+            "the containers off the host's bridge address, and with the stand-in on the private network the "
+            "public URL works from inside"),
+        "tls": Override(
+            {"cert_file": str(pki["mail_cert"]), "key_file": str(pki["mail_key"])},
+            "the IMAPS and STARTTLS paths the prod stack uses (certificate from the test CA)"),
+        "allowed_group": Override(
+            GROUP, "the group binding the prod stack declares, so group enforcement is tested as declared"),
+        "access_token_validity": Override(
+            f"seconds={access_token_seconds}",
+            "the refresh and expiry tests wait for the access token to expire; 10 minutes is too long to wait"),
+    }
+
+
+def apply_overrides(config: StackConfig, overrides: Mapping[str, Override]) -> StackConfig:
+    for name, override in overrides.items():
+        config = config.without(name) if override.value is None else config.with_values(**{name: override.value})
+    return config
+
+
+def e2e_config(where: Layout, pki: Mapping[str, Path], access_token_seconds: int = ACCESS_TOKEN_SECONDS,
+               extra: Mapping[str, Override] = {}) -> StackConfig:
+    """The dev example stack with the e2e overrides (and a test's `extra` ones)."""
+    overrides = {**e2e_overrides(where, pki, access_token_seconds), **extra}
+    return apply_overrides(read_stack(EXAMPLE_STACK), overrides)
+
+
 @dataclass
 class Stack:
     capture: Capture
@@ -73,8 +180,11 @@ class Stack:
     standin_config: dict[str, Any]
     client: docker.DockerClient
     tls: dict[str, Path]
-    # What earlier stand-in containers of this session logged (before a restart).
+    where: Layout = MAIN
+    config: StackConfig | None = None  # the stack config the program ran with
+    # What earlier stand-in containers of this session logged and issued (before a restart).
     standin_history: str = ""
+    issued_history: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def provider(self) -> dict[str, Any]:
@@ -92,11 +202,19 @@ class Stack:
     def redirect_uri(self) -> str:
         return self.provider["allowedRedirectUris"][0]["url"]
 
+    @property
+    def slug(self) -> str:
+        return self.capture.one("authentik:index/application:Application").inputs["slug"]
+
     def logs(self, service: str) -> str:
         if service == "authentik":
             self.standin.reload()
             return self.standin_history + self.standin.logs().decode(errors="replace")
         return self.deployment.logs(service)
+
+    def issued(self) -> list[dict[str, str]]:
+        """Every credential the stand-in handed out this session: codes, access, refresh and id tokens."""
+        return self.issued_history + _read_issued(self.standin)
 
     @contextlib.contextmanager
     def authentik_unreachable(self) -> Iterator[None]:
@@ -110,8 +228,8 @@ class Stack:
         network.disconnect(self.standin)
         api = self.client.api
         created = api.create_container(
-            image=STANDIN_IMAGE,
-            name=f"{STANDIN_NAME}-down",
+            image=self.where.standin_image,
+            name=f"{self.where.standin_name}-down",
             entrypoint=["python3", "-c", "import time; time.sleep(600)"],
             networking_config=api.create_networking_config(
                 {network.name: api.create_endpoint_config(aliases=[AUTH_HOST])}
@@ -129,37 +247,10 @@ class Stack:
     def restart_standin(self, config: dict[str, Any]) -> None:
         """Runs the stand-in with another config (as if an admin changed authentik)."""
         self.standin_history = self.logs("authentik")
+        self.issued_history = self.issued()
         self.standin.remove(force=True)
-        self.standin = start_standin(self.client, self.deployment, config, self.tls)
-        wait_for_standin(self.ca_file)
-
-
-def e2e_config(ca_file: Path, mail_cert: Path, mail_key: Path, access_token_seconds: int = ACCESS_TOKEN_SECONDS) -> dict[str, str]:
-    """The dev example stack, with this test's ports, CA and lifetimes."""
-    config = read_stack_config(PROJECT_DIR / "stacks" / "Pulumi.dev.yaml", SecretMaker(placeholders=False))
-    ns = "roundcube-authentik"
-    config.update(
-        {
-            f"{ns}:roundcube_url": ROUNDCUBE_URL,
-            f"{ns}:authentik_url": AUTH_URL,
-            # The stand-in is on the private network under authentik's name:
-            # the containers use the public URL, never the Docker host.
-            f"{ns}:authentik_internal_url": "null",
-            f"{ns}:authentik_ca_file": str(ca_file),
-            f"{ns}:mail_domain": MAIL_DOMAIN,
-            f"{ns}:mail_hostname": MAIL_HOST,
-            f"{ns}:app_name": "Webmail (e2e)",
-            f"{ns}:app_slug": "webmail-e2e",
-            f"{ns}:allowed_group": GROUP,
-            f"{ns}:access_token_validity": f"seconds={access_token_seconds}",
-            f"{ns}:refresh_token_validity": "hours=1",
-            f"{ns}:publish_address": LOOPBACK,
-            f"{ns}:ports": json.dumps(PORTS),
-            f"{ns}:tls": json.dumps({"cert_file": str(mail_cert), "key_file": str(mail_key)}),
-            f"{ns}:protect_volumes": "false",
-        }
-    )
-    return config
+        self.standin = start_standin(self.client, self.deployment, config, self.tls, self.where)
+        wait_for_standin(self.ca_file, self.where, self.slug)
 
 
 # -- host-side name resolution ------------------------------------------------------
@@ -198,21 +289,23 @@ def _tar_files(files: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-def build_standin_image(client: docker.DockerClient) -> None:
+def build_standin_image(client: docker.DockerClient, where: Layout = MAIN) -> None:
     context = PROJECT_DIR / "tests" / "e2e"
-    client.images.build(path=str(context), dockerfile="standin/Dockerfile", tag=STANDIN_IMAGE, rm=True, forcerm=True)
+    client.images.build(path=str(context), dockerfile="standin/Dockerfile", tag=where.standin_image, rm=True, forcerm=True)
 
 
-def start_standin(client: docker.DockerClient, deployment: Deployment, config: dict[str, Any], tls: dict[str, Path]):
+def start_standin(client: docker.DockerClient, deployment: Deployment, config: dict[str, Any], tls: dict[str, Path],
+                  where: Layout = MAIN):
     api = client.api
     network = deployment.networks[0].name
     config = {**config, "tls": {"cert_file": "/etc/standin/server.pem", "key_file": "/etc/standin/server.key"}}
     created = api.create_container(
-        image=STANDIN_IMAGE,
-        name=STANDIN_NAME,
-        command=["/etc/standin/config.json"],  # the image runs `python3 -m standin`
-        ports=[AUTH_PORT],
-        host_config=api.create_host_config(port_bindings={f"{AUTH_PORT}/tcp": (LOOPBACK, AUTH_PORT)}),
+        image=where.standin_image,
+        name=where.standin_name,
+        command=[STANDIN_CONFIG],  # the image runs `python3 -m standin`
+        environment={"STANDIN_ISSUED_LOG": STANDIN_ISSUED_LOG},
+        ports=[where.auth_port],
+        host_config=api.create_host_config(port_bindings={f"{where.auth_port}/tcp": (LOOPBACK, where.auth_port)}),
         networking_config=api.create_networking_config(
             {network: api.create_endpoint_config(aliases=[AUTH_HOST])}
         ),
@@ -223,7 +316,7 @@ def start_standin(client: docker.DockerClient, deployment: Deployment, config: d
         "/",
         _tar_files(
             {
-                "/etc/standin/config.json": json.dumps(config).encode(),
+                STANDIN_CONFIG: json.dumps(config).encode(),
                 "/etc/standin/server.pem": tls["cert"].read_bytes(),
                 "/etc/standin/server.key": tls["key"].read_bytes(),
             }
@@ -231,6 +324,17 @@ def start_standin(client: docker.DockerClient, deployment: Deployment, config: d
     )
     container.start()
     return container
+
+
+def _read_issued(container: Any) -> list[dict[str, str]]:
+    try:
+        stream, _ = container.get_archive(STANDIN_ISSUED_LOG)
+    except docker.errors.NotFound:  # nothing issued yet
+        return []
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+        member = tar.extractfile(tar.getmembers()[0])
+        assert member is not None
+        return [json.loads(line) for line in member.read().decode().splitlines() if line]
 
 
 def wait_for(check: Callable[[], bool], what: str, timeout: float = 90) -> None:
@@ -246,9 +350,9 @@ def wait_for(check: Callable[[], bool], what: str, timeout: float = 90) -> None:
     raise TimeoutError(f"{what} not ready after {timeout}s (last error: {last})")
 
 
-def wait_for_standin(ca_file: Path) -> None:
+def wait_for_standin(ca_file: Path, where: Layout = MAIN, slug: str = "webmail-dev") -> None:
     def discovery() -> bool:
-        url = f"{AUTH_URL}/application/o/webmail-e2e/.well-known/openid-configuration"
+        url = f"{where.auth_url}/application/o/{slug}/.well-known/openid-configuration"
         return requests.get(url, verify=str(ca_file), timeout=3).status_code == 200
 
     wait_for(discovery, "authentik stand-in")
@@ -270,49 +374,65 @@ def make_pki(folder: Path) -> dict[str, Path]:
             "mail_cert": mail.cert_file, "mail_key": mail.key_file}
 
 
-def remove_leftovers(engine: docker.DockerClient) -> None:
+def remove_leftovers(engine: docker.DockerClient, where: Layout = MAIN) -> None:
     """Clears what a previous run, killed mid-way, left behind."""
-    for leftover in leftovers(engine, PREFIX):
+    for leftover in leftovers(engine, where.prefix):
         kind, name = leftover.split(" ", 1)
         {"container": lambda n: engine.containers.get(n).remove(force=True),
          "network": lambda n: engine.networks.get(n).remove(),
          "volume": lambda n: engine.volumes.get(n).remove(force=True)}[kind](name)
 
 
+def standin_config_for(declared: Capture, where: Layout = MAIN) -> dict[str, Any]:
+    """The stand-in's configuration: the application and provider exactly as `declared` registers them."""
+    return standin_config(
+        declared,
+        base_url=where.auth_url,
+        port=where.auth_port,
+        cert_file="/etc/standin/server.pem",
+        key_file="/etc/standin/server.key",
+        users=USERS,
+        extra_applications=[other_application()],
+    )
+
+
 @contextlib.contextmanager
 def running_stack(
-    engine: docker.DockerClient, pki: dict[str, Path], access_token_seconds: int = ACCESS_TOKEN_SECONDS
+    engine: docker.DockerClient,
+    pki: dict[str, Path],
+    access_token_seconds: int = ACCESS_TOKEN_SECONDS,
+    *,
+    where: Layout = MAIN,
+    extra: Mapping[str, Override] = {},
+    trust_test_ca_in_system_store: bool = True,
 ) -> Iterator[Stack]:
-    """Deploys the e2e stack and the stand-in; removes all of it on the way out, whatever happens."""
+    """Deploys the e2e stack and the stand-in; removes all of it on the way out, whatever happens.
+
+    trust_test_ca_in_system_store: add the test CA to each container's system
+    CA store (as a public CA is), for stacks without authentik_ca_file.
+    """
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    remove_leftovers(engine)
-    declared = capture(
-        STACK, e2e_config(pki["ca"], pki["mail_cert"], pki["mail_key"], access_token_seconds), placeholders=False
-    )
-    images = build_images(engine, declared)
-    build_standin_image(engine)
+    remove_leftovers(engine, where)
+    stack_config = e2e_config(where, pki, access_token_seconds, extra)
+    declared = capture(where.stack, stack_config, placeholders=False)
+    images = build_images(engine, declared, trusted_ca=pki["ca"] if trust_test_ca_in_system_store else None)
+    build_standin_image(engine, where)
     deployment = deploy(engine, declared, images)
     stack: Stack | None = None
     try:
-        config = standin_config(
-            declared,
-            base_url=AUTH_URL,
-            port=AUTH_PORT,
-            cert_file="/etc/standin/server.pem",
-            key_file="/etc/standin/server.key",
-            users=USERS,
-            extra_applications=[other_application()],
-        )
+        config = standin_config_for(declared, where)
         tls = {"cert": pki["auth_cert"], "key": pki["auth_key"]}
-        stack = Stack(declared, deployment, pki["ca"], start_standin(engine, deployment, config, tls), config, engine, tls)
-        wait_for_standin(pki["ca"])
-        wait_for(lambda: requests.get(ROUNDCUBE_URL, timeout=3).status_code == 200, "Roundcube")
-        wait_for(lambda: _banner(PORTS["smtp"]), "Postfix")
+        standin = start_standin(engine, deployment, config, tls, where)
+        stack = Stack(declared, deployment, pki["ca"], standin, config, engine, tls, where, stack_config)
+        wait_for_standin(pki["ca"], where, stack.slug)
+        wait_for(lambda: requests.get(where.roundcube_url, timeout=3).status_code == 200, "Roundcube")
+        if where.ports.get("smtp"):
+            wait_for(lambda: _banner(where.ports["smtp"]), "Postfix")
         imaps = ssl.create_default_context(cafile=str(pki["ca"]))
-        wait_for(lambda: _banner(PORTS["imaps"], imaps), "Dovecot")
+        wait_for(lambda: _banner(where.ports["imaps"], imaps), "Dovecot")
         yield stack
     finally:
-        _keep_logs(deployment, stack)
+        _keep_logs(deployment, stack, where)
         if stack is not None:
             try:
                 stack.standin.remove(force=True)
@@ -321,16 +441,18 @@ def running_stack(
         deployment.remove()
 
 
-def _keep_logs(deployment: Deployment, stack: Stack | None) -> None:
-    """Saves each daemon's log under artifacts/e2e/ for reading after the run."""
+def _keep_logs(deployment: Deployment, stack: Stack | None, where: Layout) -> None:
+    """Saves each daemon's log under artifacts/e2e/<stack>/ for reading after the run."""
+    folder = ARTIFACTS / where.stack
+    folder.mkdir(parents=True, exist_ok=True)
     for service in ("dovecot", "postfix", "roundcube"):
         try:
-            (ARTIFACTS / f"{service}.log").write_text(deployment.logs(service))
+            (folder / f"{service}.log").write_text(deployment.logs(service))
         except (docker.errors.NotFound, AssertionError):
             pass
     if stack is not None:
         try:
-            (ARTIFACTS / "authentik-standin.log").write_text(stack.logs("authentik"))
+            (folder / "authentik-standin.log").write_text(stack.logs("authentik"))
         except docker.errors.NotFound:
             pass
 

@@ -2,30 +2,29 @@
 
 from __future__ import annotations
 
-import json
-
 import docker
 import pytest
 import requests
 
 from offline.capture import capture
 from tests.e2e.deploy import UnsupportedDeclaration, build_images, deploy, leftovers
-from tests.e2e.environment import PORT_OFFSET, STACK as SESSION_STACK, e2e_config, wait_for
+from offline.stack_file import StackConfig
+from tests.e2e.environment import Override, e2e_config, layout, wait_for
 
 pytestmark = pytest.mark.e2e
 
-STACK = f"{SESSION_STACK}-teardown"
-PREFIX = f"roundcube-authentik-{STACK}"
-HTTP_PORT = 18081 + PORT_OFFSET
+WHERE = layout("teardown", 1)
+STACK = WHERE.stack
+PREFIX = WHERE.prefix
+HTTP_PORT = WHERE.ports["http"]
 
 
-def small_stack(pki: dict) -> dict[str, str]:
-    config = e2e_config(pki["ca"], pki["mail_cert"], pki["mail_key"])
+def small_stack(pki: dict) -> StackConfig:
     # Its own names (from the stack) and one published port, apart from the session's stack.
-    config["roundcube-authentik:ports"] = json.dumps({"http": HTTP_PORT, "smtp": None, "submission": None, "imaps": None})
-    config["roundcube-authentik:tls"] = "null"
-    config["roundcube-authentik:roundcube_url"] = f"http://localhost:{HTTP_PORT}"
-    return config
+    return e2e_config(WHERE, pki, extra={
+        "ports": Override({"http": HTTP_PORT, "smtp": None, "submission": None, "imaps": None, "imap": None}, "HTTP only"),
+        "tls": Override(None, "no IMAPS here"),
+    })
 
 
 def test_removing_a_running_deployment_leaves_no_container_network_or_volume(engine: docker.DockerClient, pki: dict) -> None:
@@ -46,7 +45,7 @@ def test_a_deployment_that_fails_midway_removes_what_it_created(engine: docker.D
     declared = capture(STACK, small_stack(pki), placeholders=False)
     # The last container asks for an input the deployer refuses to ignore.
     last = sorted(declared.of_type("docker:index/container:Container"), key=lambda r: r.name)[-1]
-    last.inputs["envs"] = ["SURPRISE=1"]
+    last.inputs["envs"] = ["SURPRISE=1"]  # an input this deployer does not know
     with pytest.raises(UnsupportedDeclaration, match="envs"):
         deploy(engine, declared, build_images(engine, declared))
     assert list(leftovers(engine, PREFIX)) == []

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
+import shutil
 import time
 import uuid
+from pathlib import Path
 from typing import Any, Iterator
 
 import jwt
@@ -20,9 +23,13 @@ from cryptography.hazmat.primitives import serialization
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.e2e import mailclients
+from components.render.roundcube import extract_json_document
+from offline.capture import PROJECT_DIR, capture
 from tests.e2e.environment import (
     ARTIFACTS,
     AUTH_HOST,
+    MAIN,
+    Layout,
     AUTH_URL,
     MAIL_DOMAIN,
     MAIL_HOST,
@@ -31,6 +38,7 @@ from tests.e2e.environment import (
     PORTS,
     ROUNDCUBE_URL,
     Stack,
+    standin_config_for,
     wait_for,
 )
 from tests.e2e.mailclients import LoginRefused
@@ -72,7 +80,7 @@ def browser(stack: Stack, pki: dict) -> Iterator[Browser]:
 
 def tokens(stack: Stack, user: str, **kwargs: Any) -> dict[str, Any]:
     return idp.login_and_get_tokens(
-        AUTH_URL,
+        stack.where.auth_url,
         kwargs.pop("client_id", stack.client_id),
         kwargs.pop("client_secret", stack.client_secret),
         kwargs.pop("redirect_uri", stack.redirect_uri),
@@ -84,15 +92,15 @@ def tokens(stack: Stack, user: str, **kwargs: Any) -> dict[str, Any]:
 
 
 def imap(stack: Stack, user: str, token: str, mechanism: str = "XOAUTH2"):
-    return mailclients.imap_login(MAIL_HOST, PORTS["imaps"], stack.ca_file, user, token, mechanism)
+    return mailclients.imap_login(MAIL_HOST, stack.where.ports["imaps"], stack.ca_file, user, token, mechanism)
 
 
-def login_through_authentik(page: Page, user: str) -> None:
-    page.goto(ROUNDCUBE_URL + "/")
+def login_through_authentik(page: Page, user: str, where: Layout = MAIN) -> None:
+    page.goto(where.roundcube_url + "/")
     page.get_by_role("link", name=re.compile("authentik", re.I)).or_(
         page.get_by_role("button", name=re.compile("authentik", re.I))
     ).first.click()
-    page.wait_for_url(re.compile(re.escape(AUTH_URL)))
+    page.wait_for_url(re.compile(re.escape(where.auth_url)))
     page.fill("#uid_field", user.split("@")[0])
     page.fill("#password", PASSWORDS[user])
     page.get_by_role("button", name="Log in").click()
@@ -174,6 +182,9 @@ def test_a_user_cannot_send_as_another(stack: Stack) -> None:
 
 
 def test_a_user_outside_the_allowed_group_is_stopped_at_authentik(stack: Stack) -> None:
+    # The stand-in enforces the binding the program declares for allowed_group.
+    binding = stack.capture.one("authentik:index/policyBinding:PolicyBinding").inputs
+    assert binding["target"] == stack.capture.one("authentik:index/application:Application").outputs["uuid"]
     with pytest.raises(idp.FlowError):
         tokens(stack, CAROL)
 
@@ -271,38 +282,66 @@ def test_logins_fail_closed_while_authentik_is_unreachable_and_recover(stack: St
 # -- what the logs hold ----------------------------------------------------------------------
 
 
-def test_no_credential_reaches_any_log(stack: Stack) -> None:
+def _container_settings(stack: Stack, service: str) -> str:
+    """What `docker inspect` shows of a container's environment, command and labels."""
+    attrs = stack.deployment.container(service).attrs
+    config = attrs["Config"]
+    return json.dumps([config.get("Env"), config.get("Cmd"), config.get("Entrypoint"), config.get("Labels"),
+                       attrs.get("Path"), attrs.get("Args")])
+
+
+def test_no_issued_credential_or_secret_reaches_any_log_or_container_setting(stack: Stack) -> None:
     # Runs after every flow above: logins, sends, refreshes, refusals, outage.
+    issued = stack.issued()
+    kinds = {entry["kind"] for entry in issued}
+    assert {"authorization_code", "access_token", "refresh_token", "id_token"} <= kinds, kinds
     uploads = stack.capture.one("docker:index/container:Container", "-roundcube").inputs["uploads"]
     config = next(u["content"] for u in uploads if u["file"] == "/etc/roundcube/config.inc.php")
-    des_key = config.split('"des_key": "', 1)[1].split('"', 1)[0]
-    forbidden = {
-        "client secret": re.escape(stack.client_secret),
-        "DES key": re.escape(des_key),
-        "a JWT (access or id token)": r"eyJ[A-Za-z0-9_-]{10,}\.eyJ",
-        "an authorization code": r"[?&]code=[0-9a-f]{16,}",
+    exact = {f"{entry['kind']} {entry['value'][:12]}...": entry["value"] for entry in issued}
+    exact["the client secret"] = stack.client_secret
+    exact["Roundcube's DES key"] = extract_json_document(config)["des_key"]
+    patterns = {
         "a user's password": "|".join(re.escape(p) for p in PASSWORDS.values()),
+        "a JWT (access or id token)": r"eyJ[A-Za-z0-9_-]{10,}\.eyJ",
         "a bearer token": r"Bearer [A-Za-z0-9_.-]{20,}",
     }
-    for service in ("dovecot", "postfix", "roundcube", "authentik"):
+    for service in ("dovecot", "postfix", "roundcube"):
         log = stack.logs(service)
         assert len(log) > 500, f"{service} logged its work"
-        for what, pattern in forbidden.items():
-            assert not re.search(pattern, log), f"{service}'s log holds {what}"
+        for where, text in (("log", log), ("docker inspect", _container_settings(stack, service))):
+            for what, value in exact.items():
+                assert value not in text, f"{service}'s {where} holds {what}"
+            for what, pattern in patterns.items():
+                assert not re.search(pattern, text), f"{service}'s {where} holds {what}"
 
 
 # -- a redirect URI that is not Roundcube's ------------------------------------------------------
 
 
+OLD_GUIDE_CALLBACK = "/?_task=settings&_action=plugin.oauth_redirect"
+
+
 def test_a_provider_registered_with_the_guides_old_redirect_uri_stops_at_authentiks_error_page(
-    stack: Stack, browser: Browser
+    stack: Stack, browser: Browser, tmp_path: Path
 ) -> None:
-    outdated = stack.redirect_uri.replace("/index.php/login/oauth", "/?_task=settings&_action=plugin.oauth_redirect")
-    config = {**stack.standin_config}
-    app = {**config["applications"][0]}
-    app["provider"] = {**app["provider"], "allowed_redirect_uris": [{"matching_mode": "strict", "url": outdated}]}
-    config["applications"] = [app, *config["applications"][1:]]
-    stack.restart_standin(config)
+    # The program as the old guide would have it: a copy whose provider registers
+    # the outdated callback. Deployed over the same stack, it keeps the stack's
+    # generated credentials (pulumi keeps random resources in state).
+    copy = tmp_path / "program-with-the-guides-callback"
+    copy.mkdir()
+    for part in ("__main__.py", "Pulumi.yaml", "components", "stacks"):
+        source = PROJECT_DIR / part
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, copy / part)
+    settings_py = copy / "components" / "settings.py"
+    real = 'return f"{self.roundcube_url}/index.php/login/oauth"'
+    assert real in settings_py.read_text()
+    settings_py.write_text(settings_py.read_text().replace(real, f'return f"{{self.roundcube_url}}{OLD_GUIDE_CALLBACK}"'))
+    guide = capture(stack.where.stack, stack.config, project_dir=copy, placeholders=False, keep_results_of=stack.capture)
+    registered = guide.one("authentik:index/providerOauth2:ProviderOauth2").inputs
+    assert registered["allowedRedirectUris"] == [{"matching_mode": "strict", "url": ROUNDCUBE_URL + OLD_GUIDE_CALLBACK}]
+    assert registered["clientId"] == stack.client_id
+
+    stack.restart_standin(standin_config_for(guide, stack.where))
     try:
         context = browser.new_context()
         page = context.new_page()

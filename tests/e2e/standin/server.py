@@ -26,7 +26,9 @@ import binascii
 import hashlib
 import hmac
 import html
+import json
 import logging
+import os
 import re
 import secrets
 import sys
@@ -118,6 +120,16 @@ class Standin:
         self.store = GrantStore()
         self._requests = 0
         self._lock = threading.Lock()
+        # Test instrumentation, not an authentik behaviour: every credential
+        # handed out, as JSON lines, so the tests can look for the exact
+        # values in the daemons' logs. Off unless the variable names a file.
+        self._issued_path = os.environ.get("STANDIN_ISSUED_LOG") or None
+
+    def record_issued(self, kind: str, value: str) -> None:
+        if self._issued_path is None:
+            return
+        with self._lock, open(self._issued_path, "a", encoding="utf-8") as issued:
+            issued.write(json.dumps({"kind": kind, "value": value}) + "\n")
 
     # --- identity helpers -----------------------------------------------------------
 
@@ -201,6 +213,8 @@ class Standin:
             "expires_in": int(provider.access_token_validity.total_seconds()),
             "id_token": self.key.encode(provider, id_token_payload),
         }
+        self.record_issued("access_token", access_value)
+        self.record_issued("id_token", response["id_token"])
         if with_refresh:
             refresh_expires = now + provider.refresh_token_validity.total_seconds()
             refresh_claims = self.id_token_claims(provider, user, scope, refresh_expires, auth_time, refresh_nonce)
@@ -220,6 +234,7 @@ class Standin:
                 )
             )
             response["refresh_token"] = refresh_value
+            self.record_issued("refresh_token", refresh_value)
         return response
 
     def maybe_purge(self) -> None:
@@ -501,6 +516,7 @@ def create_app(config: dict | Config, log: Callable[[str], None] | None = None) 
             code_challenge_method=code_challenge_method if code_challenge else None,
         )
         state.store.add(code)
+        state.record_issued("authorization_code", code.value)
         parts = urlsplit(redirect_uri)
         query = parse_qs(parts.query)
         query["code"] = [code.value]
