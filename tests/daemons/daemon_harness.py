@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import secrets
 import socket
 import string
@@ -62,6 +63,8 @@ STARTUP_SECONDS = 60
 ALICE = "alice@example.com"
 BOB = "bob@example.com"
 CAROL = "Carol@Example.COM"  # authentik keeps an email's capitals; Dovecot lower-cases logins
+# An authentik user whose email is in another domain: a valid token, but no mailbox here.
+DAVE = "dave@elsewhere.example"
 
 
 def _token(length: int) -> str:
@@ -69,7 +72,7 @@ def _token(length: int) -> str:
     return "".join(secrets.choice(alphabet) for _ in range(length))
 
 
-TOKENS = {_token(64): ALICE, _token(1800): BOB, _token(64): CAROL}
+TOKENS = {_token(64): ALICE, _token(1800): BOB, _token(64): CAROL, _token(64): DAVE}
 TOKEN_OF = {user: token for token, user in TOKENS.items()}
 
 
@@ -277,7 +280,9 @@ def make_variant(name: str, pki: Pki, **overrides: Any) -> Variant:
 
 def _build(service: str) -> tuple[str, float]:
     client = docker.from_env(timeout=1800)
-    tag = f"roundcube-authentik/{service}:test"
+    # Checkouts sharing one engine (E2E_INSTANCE) each build their own tags.
+    instance = os.environ.get("E2E_INSTANCE", "")
+    tag = f"roundcube-authentik/{service}:test{'-' + instance if instance else ''}"
     started = time.monotonic()
     try:
         client.images.build(
@@ -506,7 +511,7 @@ def start_dovecot(
     resources: Resources, images: dict[str, str], network: Any, variant: Variant, what: str = "dovecot",
     settings: Optional[Settings] = None,
 ) -> Any:
-    ports: dict[str, Any] = {f"{layout.IMAP_PORT}/tcp": ("127.0.0.1", None)}
+    ports: dict[str, Any] = {f"{port}/tcp": ("127.0.0.1", None) for port in (layout.IMAP_PORT, layout.LMTP_PORT)}
     if (settings or variant.settings).tls is not None:
         ports[f"{layout.IMAPS_PORT}/tcp"] = ("127.0.0.1", None)
     return resources.container(
@@ -554,6 +559,7 @@ def running_stack(
         stack = Stack(variant, resources, network, authentik, dovecot, postfix, roundcube)
         stack.ports = {
             "imap": published_port(dovecot, layout.IMAP_PORT),
+            "lmtp": published_port(dovecot, layout.LMTP_PORT),
             "smtp": published_port(postfix, layout.SMTP_PORT),
             "submission": published_port(postfix, layout.SUBMISSION_PORT),
             "webmail_submission": published_port(postfix, layout.WEBMAIL_SUBMISSION_PORT),

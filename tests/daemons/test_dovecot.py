@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import imaplib
+import smtplib
 import ssl
 from dataclasses import replace
 from typing import Callable, Optional
@@ -13,6 +14,7 @@ from daemon_harness import (
     ALICE,
     BOB,
     CAROL,
+    DAVE,
     TOKEN_OF,
     Pki,
     Resources,
@@ -116,6 +118,30 @@ def test_imap_refuses_a_garbage_token(stack: Stack) -> None:
 def test_imap_refuses_a_valid_token_for_another_user(stack: Stack) -> None:
     answer = imap_login(stack.ports["imap"], "XOAUTH2", xoauth2(BOB, TOKEN_OF[ALICE]))
     assert answer.startswith("refused"), answer
+
+
+def test_imap_refuses_a_valid_token_whose_email_is_outside_the_mail_domain(stack: Stack) -> None:
+    """authentik vouches for dave@elsewhere.example; this server holds only mail_domain's mailboxes."""
+    for mechanism, payload in (("XOAUTH2", xoauth2), ("OAUTHBEARER", oauthbearer)):
+        answer = imap_login(stack.ports["imap"], mechanism, payload(DAVE, TOKEN_OF[DAVE]))
+        assert answer.startswith("refused"), (mechanism, answer)
+    found = stack.dovecot.exec_run(["test", "-e", "/var/mail/elsewhere.example"])
+    assert found.exit_code != 0, "a mailbox was made for a foreign domain"
+    # Users of the domain still log in (which also ends Dovecot's growing
+    # per-address delay after failed logins, so later tests are not slowed).
+    assert imap_login(stack.ports["imap"], "XOAUTH2", xoauth2(ALICE, TOKEN_OF[ALICE])) == "OK", stack.logs()
+
+
+def test_lmtp_accepts_the_mail_domain_and_refuses_other_domains_permanently(stack: Stack) -> None:
+    client = smtplib.LMTP("127.0.0.1", stack.ports["lmtp"], timeout=30)
+    try:
+        client.ehlo("postfix.test")
+        assert client.mail("sender@elsewhere.test")[0] == 250
+        assert client.rcpt(ALICE)[0] == 250
+        code, answer = client.rcpt(DAVE)
+        assert 500 <= code < 600, (code, answer)
+    finally:
+        client.close()
 
 
 def test_imaps_listens_and_logs_in_over_tls_only_when_the_stack_has_tls(stack: Stack) -> None:
