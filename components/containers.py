@@ -44,6 +44,7 @@ WWW_DATA_GID = "33"
 class Publish:
     host_port: int
     container_port: int
+    host_address: str  # the Docker host address it is published on
 
 
 @dataclass
@@ -51,7 +52,6 @@ class ServiceSpec:
     service: str                      # "dovecot", also its alias on the network
     image: pulumi.Input[str]
     network_name: pulumi.Input[str]
-    publish_address: str
     files: dict[str, File] = field(default_factory=dict)  # container path -> file
     publish: Sequence[Publish] = ()
     mounts: Sequence[Mount] = ()
@@ -98,7 +98,7 @@ def declare_container(
             docker.ContainerNetworksAdvancedArgs(name=spec.network_name, aliases=[spec.service]),
         ],
         ports=[
-            docker.ContainerPortArgs(internal=p.container_port, external=p.host_port, ip=spec.publish_address)
+            docker.ContainerPortArgs(internal=p.container_port, external=p.host_port, ip=p.host_address)
             for p in spec.publish
         ],
         volumes=[

@@ -36,13 +36,13 @@ class _Strict(BaseModel):
 
 
 class Ports(_Strict):
-    """Host ports to publish on `publish_address`; null leaves a service unpublished."""
+    """Host ports to publish (each on its `publish_addresses` entry); null leaves a service unpublished."""
 
     http: int = Field(8080, description="Roundcube's HTTP port (put your TLS proxy in front of it)")
     smtp: Optional[int] = Field(25, description="inbound mail (MX) for mail_domain")
     submission: Optional[int] = Field(587, description="mail clients sending with XOAUTH2/OAUTHBEARER")
     imaps: Optional[int] = Field(None, description="IMAP over TLS for mail clients; needs tls")
-    imap: Optional[int] = Field(None, description="plain IMAP; only on a loopback publish_address")
+    imap: Optional[int] = Field(None, description="plain IMAP; only on a loopback address")
 
     @field_validator("*")
     @classmethod
@@ -50,6 +50,37 @@ class Ports(_Strict):
         if value is not None and not 1 <= value <= 65535:
             raise ValueError(f"must be a port between 1 and 65535, got {value}")
         return value
+
+
+def _ip_address(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError(f"must be an IP address of the Docker host (e.g. 127.0.0.1 or 0.0.0.0), got {value!r}") from None
+
+
+class PublishAddresses(_Strict):
+    """Per port, the Docker host address it is published on.
+
+    Roundcube's plain HTTP defaults to loopback, for a TLS proxy on the same
+    host: published ports bypass host firewalls such as ufw. A mail port left
+    unset (or "") uses `publish_address`.
+    """
+
+    http: str = Field("127.0.0.1", description="Roundcube's plain HTTP; keep it behind your TLS proxy")
+    smtp: Optional[str] = None
+    submission: Optional[str] = None
+    imaps: Optional[str] = None
+    imap: Optional[str] = None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _address(cls, value: Any) -> Any:
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str):
+            raise ValueError(f"must be an IP address of the Docker host (e.g. 127.0.0.1 or 0.0.0.0), got {value!r}")
+        return _ip_address(value)
 
 
 class TlsFiles(_Strict):
@@ -93,6 +124,7 @@ class Settings(_Strict):
     refresh_token_validity: str = "days=30"
     docker_host: str = "unix:///var/run/docker.sock"
     publish_address: str = "127.0.0.1"
+    publish_addresses: PublishAddresses = PublishAddresses()
     ports: Ports = Ports()
     relay_host: Optional[str] = None
     base_image: str = "debian:trixie-slim"
@@ -158,10 +190,7 @@ class Settings(_Strict):
     @field_validator("publish_address")
     @classmethod
     def _address(cls, value: str) -> str:
-        try:
-            return str(ipaddress.ip_address(value))
-        except ValueError:
-            raise ValueError(f"must be an IP address of the Docker host (e.g. 127.0.0.1 or 0.0.0.0), got {value!r}") from None
+        return _ip_address(value)
 
     @field_validator("relay_host")
     @classmethod
@@ -200,23 +229,26 @@ class Settings(_Strict):
             seen[port] = name
         if self.ports.imaps is not None and self.tls is None:
             problems.append("ports.imaps needs tls (cert_file and key_file); set tls or set ports.imaps to null")
-        loopback = ipaddress.ip_address(self.publish_address).is_loopback
-        if not loopback:
-            if self.ports.imap is not None:
-                problems.append(
-                    f"ports.imap (plain IMAP) may only be published on a loopback publish_address, "
-                    f"got {self.publish_address}; use ports.imaps with tls"
-                )
-            if self.ports.submission is not None and self.tls is None:
-                problems.append(
-                    f"ports.submission on {self.publish_address} needs tls: tokens would cross the network "
-                    "in clear; set tls or publish on 127.0.0.1"
-                )
+        if self.ports.imap is not None and not ipaddress.ip_address(self.address_of("imap")).is_loopback:
+            problems.append(
+                f"ports.imap (plain IMAP) may only be published on a loopback address, "
+                f"got {self.address_of('imap')}; use ports.imaps with tls"
+            )
+        submission = self.address_of("submission")
+        if self.ports.submission is not None and self.tls is None and not ipaddress.ip_address(submission).is_loopback:
+            problems.append(
+                f"ports.submission on {submission} needs tls: tokens would cross the network "
+                "in clear; set tls or publish on 127.0.0.1"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self
 
     # -- derived values -------------------------------------------------------
+
+    def address_of(self, port: str) -> str:
+        """The host address a port (a key of `ports`) is published on."""
+        return getattr(self.publish_addresses, port) or self.publish_address
 
     @property
     def host_name(self) -> str:

@@ -277,17 +277,37 @@ def test_each_container_is_on_the_private_network_under_its_service_name(declare
 @pytest.mark.parametrize(
     "stack, expected",
     [
-        ("dev", {"roundcube": {(8080, 80)}, "postfix": {(2525, 25), (5587, 587)}, "dovecot": {(1143, 143)}}),
-        ("prod", {"roundcube": {(8080, 80)}, "postfix": {(25, 25), (587, 587)}, "dovecot": {(993, 993)}}),
+        ("dev", {"roundcube": {(8080, 80, "127.0.0.1")},
+                 "postfix": {(2525, 25, "127.0.0.1"), (5587, 587, "127.0.0.1")},
+                 "dovecot": {(1143, 143, "127.0.0.1")}}),
+        ("prod", {"roundcube": {(8080, 80, "127.0.0.1")},
+                  "postfix": {(25, 25, "0.0.0.0"), (587, 587, "0.0.0.0")},
+                  "dovecot": {(993, 993, "0.0.0.0")}}),
     ],
 )
-def test_only_the_configured_ports_are_published(stack: str, expected: dict[str, set[tuple[int, int]]]) -> None:
+def test_only_the_configured_ports_are_published_each_on_its_address(
+    stack: str, expected: dict[str, set[tuple[int, int, str]]]
+) -> None:
     c = capture_stack(stack, placeholders=True)
-    address = stack_config(stack)["roundcube-authentik:publish_address"]
     for service, ports in expected.items():
         published = container(c, service).inputs.get("ports", [])
-        assert {(p["external"], p["internal"]) for p in published} == ports
-        assert {p["ip"] for p in published} == {address}
+        assert {(p["external"], p["internal"], p["ip"]) for p in published} == ports
+
+
+def test_prods_plain_http_is_published_on_loopback_only_for_the_tls_proxy() -> None:
+    c = capture_stack("prod", placeholders=True)
+    addresses = {p["ip"] for p in container(c, "roundcube").inputs["ports"]}
+    assert addresses == {"127.0.0.1"}, "Roundcube's plain HTTP must not be reachable around the TLS proxy"
+
+
+def test_a_port_can_be_published_on_its_own_address() -> None:
+    def change(config: dict[str, str]) -> None:
+        config["roundcube-authentik:publish_addresses"] = json.dumps({"http": "10.0.0.5", "smtp": "192.0.2.10"})
+
+    c = run("prod", change)
+    assert {p["ip"] for p in container(c, "roundcube").inputs["ports"]} == {"10.0.0.5"}
+    by_port = {p["internal"]: p["ip"] for p in container(c, "postfix").inputs["ports"]}
+    assert by_port == {25: "192.0.2.10", 587: "0.0.0.0"}
 
 
 def test_images_are_built_from_the_projects_dockerfiles_on_the_configured_base(declared: Capture) -> None:
