@@ -83,6 +83,21 @@ class PublishAddresses(_Strict):
         return _ip_address(value)
 
 
+class MemoryLimits(_Strict):
+    """Memory limit of each container in MiB (swap included: none beyond it)."""
+
+    dovecot: int = 512
+    postfix: int = 256
+    roundcube: int = 512
+
+    @field_validator("*")
+    @classmethod
+    def _size(cls, value: int) -> int:
+        if not 64 <= value <= 65536:
+            raise ValueError(f"must be a whole number of MiB between 64 and 65536, got {value}")
+        return value
+
+
 class TlsFiles(_Strict):
     """PEM certificate chain and key for mail_hostname, as files on the Docker host.
 
@@ -126,6 +141,7 @@ class Settings(_Strict):
     publish_address: str = "127.0.0.1"
     publish_addresses: PublishAddresses = PublishAddresses()
     ports: Ports = Ports()
+    memory_mb: MemoryLimits = MemoryLimits()
     relay_host: Optional[str] = None
     base_image: str = "debian:trixie-slim"
     protect_volumes: bool = True

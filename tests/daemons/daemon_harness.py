@@ -41,10 +41,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from components import containers as declared
 from components.render import layout
 from components.render.dovecot import render_dovecot_conf
 from components.render.postfix import render_postfix_main_cf, render_postfix_master_cf
 from components.render.roundcube import render_roundcube_config
+from components.webmail import LOGIN_PAGE_CHECK
 from components.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -507,6 +509,38 @@ def start_fake_authentik(resources: Resources, images: dict[str, str], network: 
     )
 
 
+def _nanoseconds(duration: str) -> int:
+    units = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9}
+    number = duration.rstrip("ms")
+    return int(number) * units[duration[len(number):]]
+
+
+def hardened(service: str, settings: Settings) -> dict[str, Any]:
+    """The lock-down components/containers.py declares for a service, as docker-py arguments."""
+    health = {
+        "dovecot": declared.greets(layout.IMAP_PORT, "* OK"),
+        "postfix": declared.greets(layout.SMTP_PORT, "220 "),
+        "roundcube": declared.Healthcheck(["CMD", "php", "-r", LOGIN_PAGE_CHECK]),
+    }[service]
+    memory = getattr(settings.memory_mb, service)
+    return {
+        "cap_drop": ["ALL"],
+        "cap_add": sorted(declared.CAPABILITIES[service]),
+        "security_opt": ["no-new-privileges:true"],
+        "mem_limit": f"{memory}m",
+        "memswap_limit": f"{memory}m",
+        "log_config": {"type": "json-file", "config": declared.LOG_OPTS},
+        "healthcheck": {
+            "test": health.command,
+            # Checked often here: the tests wait for "healthy".
+            "interval": _nanoseconds("2s"),
+            "timeout": _nanoseconds(health.timeout),
+            "retries": health.retries,
+            "start_period": _nanoseconds(health.start_period),
+        },
+    }
+
+
 def start_dovecot(
     resources: Resources, images: dict[str, str], network: Any, variant: Variant, what: str = "dovecot",
     settings: Optional[Settings] = None,
@@ -522,6 +556,7 @@ def start_dovecot(
         alias=layout.DOVECOT_HOST if what == "dovecot" else None,
         ports=ports,
         volumes={resources.volume(f"{what}-mail").name: {"bind": layout.MAIL_DIR, "mode": "rw"}, **variant.tls_binds()},
+        **hardened("dovecot", settings or variant.settings),
     )
 
 
@@ -546,6 +581,7 @@ def running_stack(
                 for port in (layout.SMTP_PORT, layout.SUBMISSION_PORT, layout.WEBMAIL_SUBMISSION_PORT)
             },
             volumes={resources.volume("spool").name: {"bind": layout.POSTFIX_SPOOL_DIR, "mode": "rw"}, **variant.tls_binds()},
+            **hardened("postfix", variant.settings),
         )
         roundcube = resources.container(
             "roundcube",
@@ -555,6 +591,7 @@ def running_stack(
             alias=layout.ROUNDCUBE_HOST,
             ports={f"{layout.HTTP_PORT}/tcp": ("127.0.0.1", None)},
             volumes={resources.volume("roundcube-db").name: {"bind": layout.ROUNDCUBE_DB_DIR, "mode": "rw"}},
+            **hardened("roundcube", variant.settings),
         )
         stack = Stack(variant, resources, network, authentik, dovecot, postfix, roundcube)
         stack.ports = {

@@ -310,6 +310,30 @@ def test_a_port_can_be_published_on_its_own_address() -> None:
     assert by_port == {25: "192.0.2.10", 587: "0.0.0.0"}
 
 
+def test_every_container_is_locked_down_with_its_own_capabilities_limits_and_healthcheck(declared: Capture) -> None:
+    from components.containers import CAPABILITIES, LOG_OPTS
+
+    for service in ("dovecot", "postfix", "roundcube"):
+        inputs = container(declared, service).inputs
+        assert inputs["capabilities"] == {"adds": sorted(CAPABILITIES[service]), "drops": ["ALL"]}
+        assert all(reason for reason in CAPABILITIES[service].values()), "each kept capability says why"
+        assert inputs["securityOpts"] == ["no-new-privileges:true"]
+        assert inputs["memory"] == inputs["memorySwap"] > 0
+        assert inputs["logDriver"] == "json-file" and inputs["logOpts"] == LOG_OPTS
+        assert inputs["restart"] == "unless-stopped"
+        assert inputs["healthcheck"]["tests"][0] == "CMD"
+        assert "privileged" not in inputs
+
+
+def test_memory_limits_are_settings() -> None:
+    def change(config: dict[str, str]) -> None:
+        config["roundcube-authentik:memory_mb"] = json.dumps({"dovecot": 1024})
+
+    c = run("prod", change)
+    assert container(c, "dovecot").inputs["memory"] == 1024
+    assert container(c, "postfix").inputs["memory"] == 256
+
+
 def test_images_are_built_from_the_projects_dockerfiles_on_the_configured_base(declared: Capture) -> None:
     images = {i.name: i.inputs for i in declared.of_type(IMAGE)}
     assert set(images) == {"images-dovecot", "images-postfix", "images-roundcube"}
