@@ -24,6 +24,7 @@ _VALIDITY_PART = re.compile(r"^(%s)=(\d+(?:\.\d+)?)$" % "|".join(_VALIDITY_UNITS
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,49}$")
 _IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/:@-]*$")
+_SIZE = re.compile(r"^[1-9][0-9]{0,5}[MGT]$")
 _RELAY = re.compile(r"^(\[[a-z0-9.-]+\]|[a-z0-9.-]+)(:\d{1,5})?$")
 
 
@@ -142,6 +143,7 @@ class Settings(_Strict):
     publish_addresses: PublishAddresses = PublishAddresses()
     ports: Ports = Ports()
     memory_mb: MemoryLimits = MemoryLimits()
+    mailbox_quota: str = Field("5G", description="storage per mailbox: a number and M, G or T, e.g. 500M, 5G")
     relay_host: Optional[str] = None
     base_image: str = "debian:trixie-slim"
     protect_volumes: bool = True
@@ -213,6 +215,13 @@ class Settings(_Strict):
     def _relay(cls, value: Optional[str]) -> Optional[str]:
         if value is not None and not _RELAY.match(value.lower()):
             raise ValueError(f"must be a Postfix relayhost such as [smtp.example.net]:587, got {value!r}")
+        return value
+
+    @field_validator("mailbox_quota")
+    @classmethod
+    def _quota(cls, value: str) -> str:
+        if not _SIZE.match(value):
+            raise ValueError(f"must be a size in whole M, G or T such as 500M, 5G or 1T, got {value!r}")
         return value
 
     @field_validator("base_image")

@@ -196,3 +196,31 @@ def test_credentials_with_reserved_characters_reach_authentik_intact(
     assert answer == "OK", authentik.logs().decode() + dovecot.logs().decode()[-3000:]
     [request] = introspection_requests(authentik)
     assert request["basic"] == f"{variant.client_id}:{variant.client_secret}"
+
+
+def test_delivery_over_the_mailbox_quota_is_refused_permanently_at_lmtp(
+    resources: Resources, images: dict[str, str], pki: Pki
+) -> None:
+    variant = make_variant("dev", pki, mailbox_quota="1M")
+    network = resources.network()
+    dovecot = start_dovecot(resources, images, network, variant)
+    port = published_port(dovecot, layout.LMTP_PORT)
+    wait_until("Dovecot's LMTP greeting", lambda: banner(port, b"220"), [dovecot])
+
+    def deliver(size: int) -> tuple[int, bytes]:
+        client = smtplib.LMTP("127.0.0.1", port, timeout=30)
+        try:
+            client.ehlo("postfix.test")
+            client.mail("sender@elsewhere.test")
+            code, answer = client.rcpt(ALICE)
+            if code != 250:
+                return code, answer
+            return client.data(b"Subject: quota\r\n\r\n" + b"x" * size + b"\r\n")
+        finally:
+            client.close()
+
+    # Under quota: accepted, and this one fills the mailbox past 1 MB.
+    assert deliver(1_500_000)[0] == 250, dovecot.logs().decode()[-2000:]
+    code, answer = deliver(1000)
+    assert code == 552, (code, answer)  # 5xx: the sender's server bounces, never retries
+    assert b"Quota exceeded" in answer, answer

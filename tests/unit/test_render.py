@@ -185,6 +185,14 @@ def test_dovecot_binds_every_login_and_recipient_to_the_mail_domain() -> None:
     assert conf.index("passdb outside_mail_domain") < conf.index("passdb mail_domain")
 
 
+def test_dovecot_enforces_the_mailbox_quota_with_a_permanent_refusal_at_lmtp() -> None:
+    conf = render_dovecot_conf(settings(mailbox_quota="750M"), CLIENT_ID, CLIENT_SECRET)
+    assert dovecot_setting(block(conf, "quota mailbox"), "quota_storage_size") == ["750M"]
+    assert dovecot_setting(conf, "quota_full_tempfail") == ["no"]
+    assert dovecot_setting(conf, "lmtp_rcpt_check_quota") == ["yes"]
+    assert dovecot_setting(render_dovecot_conf(settings(), CLIENT_ID, CLIENT_SECRET), "quota_storage_size") == ["5G"]
+
+
 # -- Postfix ---------------------------------------------------------------------------
 
 
