@@ -24,6 +24,7 @@ _VALIDITY_PART = re.compile(r"^(%s)=(\d+(?:\.\d+)?)$" % "|".join(_VALIDITY_UNITS
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,49}$")
 _IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/:@-]*$")
+_STAMP = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _SIZE = re.compile(r"^[1-9][0-9]{0,5}[MGT]$")
 _RELAY = re.compile(r"^(\[[a-z0-9.-]+\]|[a-z0-9.-]+)(:\d{1,5})?$")
 
@@ -146,6 +147,9 @@ class Settings(_Strict):
     mailbox_quota: str = Field("5G", description="storage per mailbox: a number and M, G or T, e.g. 500M, 5G")
     relay_host: Optional[str] = None
     base_image: str = "debian:trixie-slim"
+    image_rebuild: Optional[str] = Field(
+        None, description="any new value (e.g. today's date) rebuilds the images from current Debian packages"
+    )
     protect_volumes: bool = True
     tls: Optional[TlsFiles] = None
 
@@ -222,6 +226,17 @@ class Settings(_Strict):
     def _quota(cls, value: str) -> str:
         if not _SIZE.match(value):
             raise ValueError(f"must be a size in whole M, G or T such as 500M, 5G or 1T, got {value!r}")
+        return value
+
+    @field_validator("image_rebuild", mode="before")
+    @classmethod
+    def _stamp(cls, value: Any) -> Any:
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str) or not _STAMP.match(value):
+            raise ValueError(
+                f"must be a short stamp of letters, digits, '.', '_', ':' or '-' such as 2026-12-01, got {value!r}"
+            )
         return value
 
     @field_validator("base_image")

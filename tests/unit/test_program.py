@@ -334,6 +334,27 @@ def test_memory_limits_are_settings() -> None:
     assert container(c, "postfix").inputs["memory"] == 256
 
 
+def test_a_new_image_rebuild_stamp_rebuilds_every_image_and_replaces_containers_but_no_volume() -> None:
+    before = capture_stack("prod", placeholders=True)
+
+    def change(config: dict[str, str]) -> None:
+        config["roundcube-authentik:image_rebuild"] = "2026-12-01"
+
+    after = run("prod", change)
+    for service in ("dovecot", "postfix", "roundcube"):
+        image = after.one(IMAGE, f"-{service}")
+        assert image.inputs["build"]["args"]["IMAGE_REBUILD"] == "2026-12-01"
+        assert image.inputs != before.one(IMAGE, f"-{service}").inputs  # a changed input: Pulumi rebuilds
+        # The container runs the new image (Pulumi replaces it); its mounts stay.
+        assert container(after, service).inputs["image"] != container(before, service).inputs["image"]
+        assert container(after, service).inputs["volumes"] == container(before, service).inputs["volumes"]
+    assert {v.name: v.inputs for v in after.of_type(VOLUME)} == {v.name: v.inputs for v in before.of_type(VOLUME)}
+    # Each Dockerfile declares the stamp before its package steps, so the cache misses there.
+    for service in ("dovecot", "postfix", "roundcube"):
+        dockerfile = (PROJECT_DIR / "images" / service / "Dockerfile").read_text()
+        assert dockerfile.index("ARG IMAGE_REBUILD") < dockerfile.index("apt-get upgrade") < dockerfile.index("apt-get install")
+
+
 def test_images_are_built_from_the_projects_dockerfiles_on_the_configured_base(declared: Capture) -> None:
     images = {i.name: i.inputs for i in declared.of_type(IMAGE)}
     assert set(images) == {"images-dovecot", "images-postfix", "images-roundcube"}
@@ -398,6 +419,7 @@ BAD_SETTINGS = [
     ("memory limit too small", {"memory_mb": json.dumps({"roundcube": 16})}, ["memory_mb.roundcube", "between 64 and 65536"]),
     ("relay host that Postfix cannot read", {"relay_host": "smtp.example.net:587:1"}, ["relay_host", "must be a Postfix relayhost such as [smtp.example.net]:587"]),
     ("base image that is no image reference", {"base_image": "Debian Trixie"}, ["base_image", "must be an image reference"]),
+    ("rebuild stamp with spaces", {"image_rebuild": "next tuesday"}, ["image_rebuild", "must be a short stamp"]),
     ("boolean that is not one", {"dev": "maybe"}, ["roundcube-authentik:dev", "boolean"]),
     ("required setting missing", {"mail_domain": UNSET}, ["roundcube-authentik:mail_domain: required, not set"]),
 ]
