@@ -47,7 +47,11 @@ identity = IdentityProviderClient(
 host = DockerHost("docker", DockerHostArgs(docker_host=settings.docker_host, network_name=f"{prefix}-private"))
 on_host = pulumi.ResourceOptions(providers={"docker": host.provider})
 
-images = ServiceImages("images", ServiceImagesArgs(base_image=settings.base_image, tag=stack), opts=on_host)
+images = ServiceImages(
+    "images",
+    ServiceImagesArgs(base_image=settings.base_image, tag=stack, rebuild_stamp=settings.image_rebuild),
+    opts=on_host,
+)
 
 mail = MailServer(
     "mail",

@@ -44,6 +44,59 @@ WWW_DATA_GID = "33"
 class Publish:
     host_port: int
     container_port: int
+    host_address: str  # the Docker host address it is published on
+
+
+# The capabilities each daemon keeps; every other one is dropped. Found by
+# starting each image with one fewer and exercising it (tests/daemons run
+# every daemon with exactly these). Docker lets containers bind ports below
+# 1024 without NET_BIND_SERVICE (ip_unprivileged_port_start = 0).
+CAPABILITIES: dict[str, dict[str, str]] = {
+    "dovecot": {
+        "CHOWN": "the entrypoint owns the config and mail folder; the master fchowns /run/dovecot/login",
+        "DAC_OVERRIDE": "the root master reaches the vmail-owned maildirs and its runtime folders",
+        "SETUID": "processes switch to vmail (mail), dovecot and dovenull (login, stats)",
+        "SETGID": "the same switches set their groups (setgroups)",
+        "SYS_CHROOT": "imap-login processes chroot into /run/dovecot/login",
+        "KILL": "the root master signals (stops, idle-kills) children running as other users",
+    },
+    "postfix": {
+        "CHOWN": "`postfix set-permissions` owns the spool and /var/lib/postfix",
+        "DAC_OVERRIDE": "the root master and postsuper reach queue folders owned by postfix",
+        "FOWNER": "`postfix set-permissions` sets modes on files root does not own",
+        "SETUID": "daemons switch to the postfix user",
+        "SETGID": "the same switches set their groups",
+        "KILL": "the root master signals its children running as postfix",
+    },
+    "roundcube": {
+        "CHOWN": "the entrypoint owns the config and the sqlite folder for www-data",
+        "DAC_OVERRIDE": "the entrypoint replaces files in the www-data-owned database folder",
+        "FOWNER": "the entrypoint sets modes on the www-data-owned database folder",
+        "SETUID": "Apache's children and the schema update run as www-data",
+        "SETGID": "the same switches set their groups",
+        "KILL": "Apache's root parent signals its www-data children",
+    },
+}
+
+# Container logs: json-file, rotated, at most 3 x 10 MB per container.
+LOG_OPTS = {"max-size": "10m", "max-file": "3"}
+
+
+@dataclass
+class Healthcheck:
+    """A command run inside the container with the image's own tools."""
+
+    command: list[str]
+    interval: str = "30s"
+    timeout: str = "10s"
+    retries: int = 3
+    start_period: str = "60s"
+
+
+def greets(port: int, prefix: str) -> Healthcheck:
+    """Healthy when the service on `port` greets with `prefix` (bash's /dev/tcp: no extra tools)."""
+    script = f'exec 3<>/dev/tcp/127.0.0.1/{port} && read -r -t 5 line <&3 && [[ "$line" == "{prefix}"* ]]'
+    return Healthcheck(["CMD", "bash", "-c", script])
 
 
 @dataclass
@@ -51,12 +104,13 @@ class ServiceSpec:
     service: str                      # "dovecot", also its alias on the network
     image: pulumi.Input[str]
     network_name: pulumi.Input[str]
-    publish_address: str
     files: dict[str, File] = field(default_factory=dict)  # container path -> file
     publish: Sequence[Publish] = ()
     mounts: Sequence[Mount] = ()
     binds: Sequence[Bind] = ()
     hosts: dict[str, str] = field(default_factory=dict)  # extra /etc/hosts entries: name -> address
+    memory_mb: int = 512
+    healthcheck: Healthcheck | None = None
 
 
 # The Docker engine's name for the host it runs on, resolved by the engine
@@ -88,17 +142,36 @@ def declare_container(
     spec: ServiceSpec,
     volumes: dict[str, docker.Volume],
 ) -> docker.Container:
+    health = spec.healthcheck
     return docker.Container(
         resource_name,
         name=container_name,
         image=spec.image,
         hostname=spec.service,
         restart="unless-stopped",
+        # Locked down: only the capabilities the daemon needs, no privilege
+        # gained through setuid binaries, bounded memory (no swap beyond it)
+        # and logs. The root filesystem stays writable: the docker provider
+        # uploads the config files at "/", which Docker refuses on a
+        # read-only root. pulumi-docker 5.2.0 has no pids limit argument.
+        capabilities=docker.ContainerCapabilitiesArgs(adds=sorted(CAPABILITIES[spec.service]), drops=["ALL"]),
+        security_opts=["no-new-privileges:true"],
+        memory=spec.memory_mb,
+        memory_swap=spec.memory_mb,
+        log_driver="json-file",
+        log_opts=LOG_OPTS,
+        healthcheck=None if health is None else docker.ContainerHealthcheckArgs(
+            tests=health.command,
+            interval=health.interval,
+            timeout=health.timeout,
+            retries=health.retries,
+            start_period=health.start_period,
+        ),
         networks_advanced=[
             docker.ContainerNetworksAdvancedArgs(name=spec.network_name, aliases=[spec.service]),
         ],
         ports=[
-            docker.ContainerPortArgs(internal=p.container_port, external=p.host_port, ip=spec.publish_address)
+            docker.ContainerPortArgs(internal=p.container_port, external=p.host_port, ip=p.host_address)
             for p in spec.publish
         ],
         volumes=[

@@ -15,6 +15,8 @@ SERVICES = ("dovecot", "postfix", "roundcube")
 class ServiceImagesArgs:
     base_image: pulumi.Input[str]
     tag: pulumi.Input[str]
+    # A new stamp rebuilds every image from current packages (security updates).
+    rebuild_stamp: Optional[str] = None
 
 
 class ServiceImages(pulumi.ComponentResource):
@@ -25,6 +27,12 @@ class ServiceImages(pulumi.ComponentResource):
     def __init__(self, name: str, args: ServiceImagesArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("roundcube-authentik:index:ServiceImages", name, None, opts)
         self.ids = {}
+        build_args: dict[str, pulumi.Input[str]] = {"BASE_IMAGE": args.base_image}
+        if args.rebuild_stamp is not None:
+            # A changed build argument changes the image's inputs: Pulumi
+            # rebuilds it, and the Dockerfiles' `ARG IMAGE_REBUILD` makes
+            # Docker's cache miss for every package step.
+            build_args["IMAGE_REBUILD"] = args.rebuild_stamp
         for service in SERVICES:
             image = docker.Image(
                 f"{name}-{service}",
@@ -34,7 +42,7 @@ class ServiceImages(pulumi.ComponentResource):
                     context=f"images/{service}",
                     dockerfile=f"images/{service}/Dockerfile",
                     # A registry mirror or a locally imported base works the same.
-                    args={"BASE_IMAGE": args.base_image},
+                    args=build_args,
                 ),
                 skip_push=True,
                 opts=pulumi.ResourceOptions(parent=self),

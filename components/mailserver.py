@@ -63,12 +63,16 @@ class MailServer(pulumi.ComponentResource):
                 Bind(settings.tls.key_file, layout.TLS_KEY_FILE),
             ]
 
-        dovecot_publish = [Publish(ports.imaps, layout.IMAPS_PORT)] if ports.imaps else []
+        at = settings.address_of
+        dovecot_publish = [Publish(ports.imaps, layout.IMAPS_PORT, at("imaps"))] if ports.imaps else []
         if ports.imap:
-            dovecot_publish.append(Publish(ports.imap, layout.IMAP_PORT))
+            dovecot_publish.append(Publish(ports.imap, layout.IMAP_PORT, at("imap")))
         postfix_publish = [
-            Publish(host, inside)
-            for host, inside in ((ports.smtp, layout.SMTP_PORT), (ports.submission, layout.SUBMISSION_PORT))
+            Publish(host, inside, at(name))
+            for name, host, inside in (
+                ("smtp", ports.smtp, layout.SMTP_PORT),
+                ("submission", ports.submission, layout.SUBMISSION_PORT),
+            )
             if host
         ]
 
@@ -80,10 +84,11 @@ class MailServer(pulumi.ComponentResource):
                 service=layout.DOVECOT_HOST,
                 image=args.dovecot_image,
                 network_name=args.network_name,
-                publish_address=settings.publish_address,
                 files=dovecot_files,
                 publish=dovecot_publish,
                 mounts=[Mount("mail", layout.MAIL_DIR)],
+                memory_mb=settings.memory_mb.dovecot,
+                healthcheck=containers.greets(layout.IMAP_PORT, "* OK"),
                 hosts=containers.hosts_to_reach(settings.authentik_backchannel_url),
                 binds=tls_mounts,
             ),
@@ -97,20 +102,21 @@ class MailServer(pulumi.ComponentResource):
                 service=layout.POSTFIX_HOST,
                 image=args.postfix_image,
                 network_name=args.network_name,
-                publish_address=settings.publish_address,
                 files=postfix_files,
                 publish=postfix_publish,
                 mounts=[Mount("spool", layout.POSTFIX_SPOOL_DIR)],
+                memory_mb=settings.memory_mb.postfix,
+                healthcheck=containers.greets(layout.SMTP_PORT, "220 "),
                 binds=tls_mounts,
             ),
             volumes,
         )
 
         # With TLS, clients must use the certificate's name; without, the published address.
-        reach = settings.host_name if settings.tls is not None else settings.publish_address
+        reach = settings.host_name if settings.tls is not None else settings.address_of("submission")
         self.imap_endpoint = (
             f"imaps://{settings.host_name}:{ports.imaps}" if ports.imaps
-            else f"imap://{settings.publish_address}:{ports.imap}" if ports.imap else ""
+            else f"imap://{settings.address_of('imap')}:{ports.imap}" if ports.imap else ""
         )
         self.submission_endpoint = f"smtp://{reach}:{ports.submission}" if ports.submission else ""
         self.register_outputs({"imap_endpoint": self.imap_endpoint, "submission_endpoint": self.submission_endpoint})

@@ -22,6 +22,8 @@ _VALIDITY_PART = re.compile(r"^(%s)=(\d+(?:\.\d+)?)$" % "|".join(_VALIDITY_UNITS
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,49}$")
 _IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/:@-]*$")
+_STAMP = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_SIZE = re.compile(r"^[1-9][0-9]{0,5}[MGT]$")
 _RELAY = re.compile(r"^(\[[a-z0-9.-]+\]|[a-z0-9.-]+)(:\d{1,5})?$")
 
 
@@ -34,19 +36,65 @@ class _Strict(BaseModel):
 
 
 class Ports(_Strict):
-    """Host ports to publish on `publish_address`; null leaves a service unpublished."""
+    """Host ports to publish (each on its `publish_addresses` entry); null leaves a service unpublished."""
 
     http: int = Field(8080, description="Roundcube's HTTP port (put your TLS proxy in front of it)")
     smtp: Optional[int] = Field(25, description="inbound mail (MX) for mail_domain")
     submission: Optional[int] = Field(587, description="mail clients sending with XOAUTH2/OAUTHBEARER")
     imaps: Optional[int] = Field(None, description="IMAP over TLS for mail clients; needs tls")
-    imap: Optional[int] = Field(None, description="plain IMAP; only on a loopback publish_address")
+    imap: Optional[int] = Field(None, description="plain IMAP; only on a loopback address")
 
     @field_validator("*")
     @classmethod
     def _port_range(cls, value: Optional[int], info: Any) -> Optional[int]:
         if value is not None and not 1 <= value <= 65535:
             raise ValueError(f"must be a port between 1 and 65535, got {value}")
+        return value
+
+
+def _ip_address(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError(f"must be an IP address of the Docker host (e.g. 127.0.0.1 or 0.0.0.0), got {value!r}") from None
+
+
+class PublishAddresses(_Strict):
+    """Per port, the Docker host address it is published on.
+
+    Roundcube's plain HTTP defaults to loopback, for a TLS proxy on the same
+    host: published ports bypass host firewalls such as ufw. A mail port left
+    unset (or "") uses `publish_address`.
+    """
+
+    http: str = Field("127.0.0.1", description="Roundcube's plain HTTP; keep it behind your TLS proxy")
+    smtp: Optional[str] = None
+    submission: Optional[str] = None
+    imaps: Optional[str] = None
+    imap: Optional[str] = None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _address(cls, value: Any) -> Any:
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str):
+            raise ValueError(f"must be an IP address of the Docker host (e.g. 127.0.0.1 or 0.0.0.0), got {value!r}")
+        return _ip_address(value)
+
+
+class MemoryLimits(_Strict):
+    """Memory limit of each container in MiB (swap included: none beyond it)."""
+
+    dovecot: int = 512
+    postfix: int = 256
+    roundcube: int = 512
+
+    @field_validator("*")
+    @classmethod
+    def _size(cls, value: int) -> int:
+        if not 64 <= value <= 65536:
+            raise ValueError(f"must be a whole number of MiB between 64 and 65536, got {value}")
         return value
 
 
@@ -91,9 +139,15 @@ class Settings(_Strict):
     refresh_token_validity: str = "days=30"
     docker_host: str = "unix:///var/run/docker.sock"
     publish_address: str = "127.0.0.1"
+    publish_addresses: PublishAddresses = PublishAddresses()
     ports: Ports = Ports()
+    memory_mb: MemoryLimits = MemoryLimits()
+    mailbox_quota: str = Field("5G", description="storage per mailbox: a number and M, G or T, e.g. 500M, 5G")
     relay_host: Optional[str] = None
     base_image: str = "debian:trixie-slim"
+    image_rebuild: Optional[str] = Field(
+        None, description="any new value (e.g. today's date) rebuilds the images from current Debian packages"
+    )
     protect_volumes: bool = True
     tls: Optional[TlsFiles] = None
 
@@ -158,16 +212,31 @@ class Settings(_Strict):
     @field_validator("publish_address")
     @classmethod
     def _address(cls, value: str) -> str:
-        try:
-            return str(ipaddress.ip_address(value))
-        except ValueError:
-            raise ValueError(f"must be an IP address of the Docker host (e.g. 127.0.0.1 or 0.0.0.0), got {value!r}") from None
+        return _ip_address(value)
 
     @field_validator("relay_host")
     @classmethod
     def _relay(cls, value: Optional[str]) -> Optional[str]:
         if value is not None and not _RELAY.match(value.lower()):
             raise ValueError(f"must be a Postfix relayhost such as [smtp.example.net]:587, got {value!r}")
+        return value
+
+    @field_validator("mailbox_quota")
+    @classmethod
+    def _quota(cls, value: str) -> str:
+        if not _SIZE.match(value):
+            raise ValueError(f"must be a size in whole M, G or T such as 500M, 5G or 1T, got {value!r}")
+        return value
+
+    @field_validator("image_rebuild", mode="before")
+    @classmethod
+    def _stamp(cls, value: Any) -> Any:
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str) or not _STAMP.match(value):
+            raise ValueError(
+                f"must be a short stamp of letters, digits, '.', '_', ':' or '-' such as 2026-12-01, got {value!r}"
+            )
         return value
 
     @field_validator("base_image")
@@ -204,23 +273,26 @@ class Settings(_Strict):
             seen[port] = name
         if self.ports.imaps is not None and self.tls is None:
             problems.append("ports.imaps needs tls (cert_file and key_file); set tls or set ports.imaps to null")
-        loopback = ipaddress.ip_address(self.publish_address).is_loopback
-        if not loopback:
-            if self.ports.imap is not None:
-                problems.append(
-                    f"ports.imap (plain IMAP) may only be published on a loopback publish_address, "
-                    f"got {self.publish_address}; use ports.imaps with tls"
-                )
-            if self.ports.submission is not None and self.tls is None:
-                problems.append(
-                    f"ports.submission on {self.publish_address} needs tls: tokens would cross the network "
-                    "in clear; set tls or publish on 127.0.0.1"
-                )
+        if self.ports.imap is not None and not ipaddress.ip_address(self.address_of("imap")).is_loopback:
+            problems.append(
+                f"ports.imap (plain IMAP) may only be published on a loopback address, "
+                f"got {self.address_of('imap')}; use ports.imaps with tls"
+            )
+        submission = self.address_of("submission")
+        if self.ports.submission is not None and self.tls is None and not ipaddress.ip_address(submission).is_loopback:
+            problems.append(
+                f"ports.submission on {submission} needs tls: tokens would cross the network "
+                "in clear; set tls or publish on 127.0.0.1"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self
 
     # -- derived values -------------------------------------------------------
+
+    def address_of(self, port: str) -> str:
+        """The host address a port (a key of `ports`) is published on."""
+        return getattr(self.publish_addresses, port) or self.publish_address
 
     @property
     def authentik_ca_pem(self) -> Optional[str]:

@@ -8,10 +8,17 @@ from typing import Optional
 import pulumi
 
 from components import containers
-from components.containers import WWW_DATA_GID, File, Mount, Publish, ServiceSpec
+from components.containers import WWW_DATA_GID, File, Healthcheck, Mount, Publish, ServiceSpec
 from components.render import layout
 from components.render.roundcube import render_roundcube_config
 from components.settings import Settings
+
+
+# Healthy when Apache serves Roundcube's login page (its login form's task field).
+LOGIN_PAGE_CHECK = (
+    f'$page = @file_get_contents("http://127.0.0.1:{layout.HTTP_PORT}/"); '
+    """exit($page !== false && str_contains($page, 'name="_task" value="login"') ? 0 : 1);"""
+)
 
 
 @dataclass
@@ -55,10 +62,12 @@ class Webmail(pulumi.ComponentResource):
                 service=layout.ROUNDCUBE_HOST,
                 image=args.image,
                 network_name=args.network_name,
-                publish_address=settings.publish_address,
                 files=files,
-                publish=[Publish(settings.ports.http, layout.HTTP_PORT)],
+                publish=[Publish(settings.ports.http, layout.HTTP_PORT, settings.address_of("http"))],
                 mounts=[Mount("database", layout.ROUNDCUBE_DB_DIR)],
+                memory_mb=settings.memory_mb.roundcube,
+                # Roundcube's login page, rendered by PHP through Apache.
+                healthcheck=Healthcheck(["CMD", "php", "-r", LOGIN_PAGE_CHECK]),
                 hosts=containers.hosts_to_reach(settings.authentik_backchannel_url),
             ),
             volumes,

@@ -62,17 +62,39 @@ def render_dovecot_conf(settings: Settings, client_id: str, client_secret: str) 
         "  http_client_connect_timeout = 5s",
         "}",
         "",
-        "# Every address of the mail domain has a mailbox, owned by vmail.",
+        *_mail_domain_only(settings),
+        "",
+        "# Every address of the mail domain has a mailbox, owned by vmail. The",
+        "# userdb asks the passdbs above whether a user exists (allow_all_users = no),",
+        "# so LMTP refuses other domains with 550 instead of making mailboxes.",
         "userdb static {",
         "  fields {",
         f"    uid = {layout.VMAIL_UID}",
         f"    gid = {layout.VMAIL_GID}",
         f"    home = {_value(layout.MAIL_DIR + '/%{user | domain}/%{user | username}')}",
         "  }",
-        "  allow_all_users = yes",
+        "  allow_all_users = no",
         "}",
         "mail_driver = maildir",
         "mail_path = ~/Maildir",
+        "",
+        "# Per-mailbox quota. Mail that would exceed it is refused at LMTP's",
+        "# RCPT with a permanent 552 (quota_full_tempfail = no), so the sender's",
+        "# server bounces it instead of queueing it for days.",
+        "mail_plugins {",
+        "  quota = yes",
+        "}",
+        "quota mailbox {",
+        f"  quota_storage_size = {_value(settings.mailbox_quota)}",
+        "}",
+        "quota_full_tempfail = no",
+        "lmtp_rcpt_check_quota = yes",
+        "protocol imap {",
+        "  # Mail clients (Roundcube too) can show how full the mailbox is.",
+        "  mail_plugins {",
+        "    imap_quota = yes",
+        "  }",
+        "}",
         "",
         "# The folders every mail client looks for, created at first login.",
         "namespace inbox {",
@@ -117,6 +139,39 @@ def render_dovecot_conf(settings: Settings, client_id: str, client_secret: str) 
         "}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _mail_domain_only(settings: Settings) -> list[str]:
+    """Two passdbs that bind every login and recipient to mail_domain.
+
+    No passdb checks a password here: the mechanisms are the OAuth ones only,
+    and after authentik accepts a token Dovecot asks the passdbs whether the
+    user may log in (IMAP, and the auth service Postfix uses). A user outside
+    mail_domain (or with a second `@`) is found by the deny passdb and refused,
+    however valid the token; one inside is found by the static passdb, whose
+    password hash matches nothing.
+    """
+    inside = f"*@{settings.mail_domain}"
+    return [
+        "# Only addresses of mail_domain: a valid token for carol@elsewhere is refused.",
+        "# (A filter lets a user through when no `!` mask and some plain mask matches.)",
+        "passdb outside_mail_domain {",
+        "  driver = static",
+        "  deny = yes",
+        f"  username_filter = {_value('!' + inside)}",
+        "}",
+        "passdb second_at_sign {",
+        "  driver = static",
+        "  deny = yes",
+        f"  username_filter = {_value('*@*@*')}",
+        "}",
+        "passdb mail_domain {",
+        "  driver = static",
+        f"  username_filter = {_value(inside)}",
+        "  # A crypt hash nothing matches: the passdb says who exists, never lets in.",
+        f"  passdb_static_password = {_value('{CRYPT}*')}",
+        "}",
+    ]
 
 
 def introspection_url(settings: Settings, client_id: str, client_secret: str) -> str:

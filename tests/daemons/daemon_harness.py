@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import secrets
 import socket
 import string
@@ -40,10 +41,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from components import containers as declared
 from components.render import layout
 from components.render.dovecot import render_dovecot_conf
 from components.render.postfix import render_postfix_main_cf, render_postfix_master_cf
 from components.render.roundcube import render_roundcube_config
+from components.webmail import LOGIN_PAGE_CHECK
 from components.settings import Settings, load_settings
 from offline.stack_file import read_stack_text, settings_document
 
@@ -63,6 +66,8 @@ STARTUP_SECONDS = 60
 ALICE = "alice@example.com"
 BOB = "bob@example.com"
 CAROL = "Carol@Example.COM"  # authentik keeps an email's capitals; Dovecot lower-cases logins
+# An authentik user whose email is in another domain: a valid token, but no mailbox here.
+DAVE = "dave@elsewhere.example"
 
 
 def _token(length: int) -> str:
@@ -70,7 +75,7 @@ def _token(length: int) -> str:
     return "".join(secrets.choice(alphabet) for _ in range(length))
 
 
-TOKENS = {_token(64): ALICE, _token(1800): BOB, _token(64): CAROL}
+TOKENS = {_token(64): ALICE, _token(1800): BOB, _token(64): CAROL, _token(64): DAVE}
 TOKEN_OF = {user: token for token, user in TOKENS.items()}
 
 
@@ -279,7 +284,9 @@ def make_variant(name: str, pki: Pki, **overrides: Any) -> Variant:
 
 def _build(service: str) -> tuple[str, float]:
     client = docker.from_env(timeout=1800)
-    tag = f"roundcube-authentik/{service}:test"
+    # Checkouts sharing one engine (E2E_INSTANCE) each build their own tags.
+    instance = os.environ.get("E2E_INSTANCE", "")
+    tag = f"roundcube-authentik/{service}:test{'-' + instance if instance else ''}"
     started = time.monotonic()
     try:
         client.images.build(
@@ -504,11 +511,43 @@ def start_fake_authentik(resources: Resources, images: dict[str, str], network: 
     )
 
 
+def _nanoseconds(duration: str) -> int:
+    units = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9}
+    number = duration.rstrip("ms")
+    return int(number) * units[duration[len(number):]]
+
+
+def hardened(service: str, settings: Settings) -> dict[str, Any]:
+    """The lock-down components/containers.py declares for a service, as docker-py arguments."""
+    health = {
+        "dovecot": declared.greets(layout.IMAP_PORT, "* OK"),
+        "postfix": declared.greets(layout.SMTP_PORT, "220 "),
+        "roundcube": declared.Healthcheck(["CMD", "php", "-r", LOGIN_PAGE_CHECK]),
+    }[service]
+    memory = getattr(settings.memory_mb, service)
+    return {
+        "cap_drop": ["ALL"],
+        "cap_add": sorted(declared.CAPABILITIES[service]),
+        "security_opt": ["no-new-privileges:true"],
+        "mem_limit": f"{memory}m",
+        "memswap_limit": f"{memory}m",
+        "log_config": {"type": "json-file", "config": declared.LOG_OPTS},
+        "healthcheck": {
+            "test": health.command,
+            # Checked often here: the tests wait for "healthy".
+            "interval": _nanoseconds("2s"),
+            "timeout": _nanoseconds(health.timeout),
+            "retries": health.retries,
+            "start_period": _nanoseconds(health.start_period),
+        },
+    }
+
+
 def start_dovecot(
     resources: Resources, images: dict[str, str], network: Any, variant: Variant, what: str = "dovecot",
     settings: Optional[Settings] = None,
 ) -> Any:
-    ports: dict[str, Any] = {f"{layout.IMAP_PORT}/tcp": ("127.0.0.1", None)}
+    ports: dict[str, Any] = {f"{port}/tcp": ("127.0.0.1", None) for port in (layout.IMAP_PORT, layout.LMTP_PORT)}
     if (settings or variant.settings).tls is not None:
         ports[f"{layout.IMAPS_PORT}/tcp"] = ("127.0.0.1", None)
     return resources.container(
@@ -519,6 +558,7 @@ def start_dovecot(
         alias=layout.DOVECOT_HOST if what == "dovecot" else None,
         ports=ports,
         volumes={resources.volume(f"{what}-mail").name: {"bind": layout.MAIL_DIR, "mode": "rw"}, **variant.tls_binds()},
+        **hardened("dovecot", settings or variant.settings),
     )
 
 
@@ -543,6 +583,7 @@ def running_stack(
                 for port in (layout.SMTP_PORT, layout.SUBMISSION_PORT, layout.WEBMAIL_SUBMISSION_PORT)
             },
             volumes={resources.volume("spool").name: {"bind": layout.POSTFIX_SPOOL_DIR, "mode": "rw"}, **variant.tls_binds()},
+            **hardened("postfix", variant.settings),
         )
         roundcube = resources.container(
             "roundcube",
@@ -552,10 +593,12 @@ def running_stack(
             alias=layout.ROUNDCUBE_HOST,
             ports={f"{layout.HTTP_PORT}/tcp": ("127.0.0.1", None)},
             volumes={resources.volume("roundcube-db").name: {"bind": layout.ROUNDCUBE_DB_DIR, "mode": "rw"}},
+            **hardened("roundcube", variant.settings),
         )
         stack = Stack(variant, resources, network, authentik, dovecot, postfix, roundcube)
         stack.ports = {
             "imap": published_port(dovecot, layout.IMAP_PORT),
+            "lmtp": published_port(dovecot, layout.LMTP_PORT),
             "smtp": published_port(postfix, layout.SMTP_PORT),
             "submission": published_port(postfix, layout.SUBMISSION_PORT),
             "webmail_submission": published_port(postfix, layout.WEBMAIL_SUBMISSION_PORT),

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import imaplib
+import smtplib
 import ssl
 from dataclasses import replace
 from typing import Callable, Optional
@@ -13,6 +14,7 @@ from daemon_harness import (
     ALICE,
     BOB,
     CAROL,
+    DAVE,
     TOKEN_OF,
     Pki,
     Resources,
@@ -118,6 +120,30 @@ def test_imap_refuses_a_valid_token_for_another_user(stack: Stack) -> None:
     assert answer.startswith("refused"), answer
 
 
+def test_imap_refuses_a_valid_token_whose_email_is_outside_the_mail_domain(stack: Stack) -> None:
+    """authentik vouches for dave@elsewhere.example; this server holds only mail_domain's mailboxes."""
+    for mechanism, payload in (("XOAUTH2", xoauth2), ("OAUTHBEARER", oauthbearer)):
+        answer = imap_login(stack.ports["imap"], mechanism, payload(DAVE, TOKEN_OF[DAVE]))
+        assert answer.startswith("refused"), (mechanism, answer)
+    found = stack.dovecot.exec_run(["test", "-e", "/var/mail/elsewhere.example"])
+    assert found.exit_code != 0, "a mailbox was made for a foreign domain"
+    # Users of the domain still log in (which also ends Dovecot's growing
+    # per-address delay after failed logins, so later tests are not slowed).
+    assert imap_login(stack.ports["imap"], "XOAUTH2", xoauth2(ALICE, TOKEN_OF[ALICE])) == "OK", stack.logs()
+
+
+def test_lmtp_accepts_the_mail_domain_and_refuses_other_domains_permanently(stack: Stack) -> None:
+    client = smtplib.LMTP("127.0.0.1", stack.ports["lmtp"], timeout=30)
+    try:
+        client.ehlo("postfix.test")
+        assert client.mail("sender@elsewhere.test")[0] == 250
+        assert client.rcpt(ALICE)[0] == 250
+        code, answer = client.rcpt(DAVE)
+        assert 500 <= code < 600, (code, answer)
+    finally:
+        client.close()
+
+
 def test_imaps_listens_and_logs_in_over_tls_only_when_the_stack_has_tls(stack: Stack) -> None:
     listening = exec_in(stack.dovecot, ["sh", "-c", "cat /proc/net/tcp /proc/net/tcp6 2>/dev/null; true"])
     imaps_listens = any(
@@ -170,3 +196,31 @@ def test_credentials_with_reserved_characters_reach_authentik_intact(
     assert answer == "OK", authentik.logs().decode() + dovecot.logs().decode()[-3000:]
     [request] = introspection_requests(authentik)
     assert request["basic"] == f"{variant.client_id}:{variant.client_secret}"
+
+
+def test_delivery_over_the_mailbox_quota_is_refused_permanently_at_lmtp(
+    resources: Resources, images: dict[str, str], pki: Pki
+) -> None:
+    variant = make_variant("dev", pki, mailbox_quota="1M")
+    network = resources.network()
+    dovecot = start_dovecot(resources, images, network, variant)
+    port = published_port(dovecot, layout.LMTP_PORT)
+    wait_until("Dovecot's LMTP greeting", lambda: banner(port, b"220"), [dovecot])
+
+    def deliver(size: int) -> tuple[int, bytes]:
+        client = smtplib.LMTP("127.0.0.1", port, timeout=30)
+        try:
+            client.ehlo("postfix.test")
+            client.mail("sender@elsewhere.test")
+            code, answer = client.rcpt(ALICE)
+            if code != 250:
+                return code, answer
+            return client.data(b"Subject: quota\r\n\r\n" + b"x" * size + b"\r\n")
+        finally:
+            client.close()
+
+    # Under quota: accepted, and this one fills the mailbox past 1 MB.
+    assert deliver(1_500_000)[0] == 250, dovecot.logs().decode()[-2000:]
+    code, answer = deliver(1000)
+    assert code == 552, (code, answer)  # 5xx: the sender's server bounces, never retries
+    assert b"Quota exceeded" in answer, answer

@@ -12,7 +12,7 @@ from typing import Callable
 
 import pytest
 
-from daemon_harness import ALICE, BOB, CAROL, TOKEN_OF, Stack, exec_in
+from daemon_harness import ALICE, BOB, CAROL, DAVE, TOKEN_OF, Stack, exec_in
 
 
 def xoauth2(user: str, token: str) -> Callable[..., str]:
@@ -148,6 +148,37 @@ def test_a_user_cannot_send_as_another_address(stack: Stack) -> None:
     finally:
         client.quit()
     code, answer = refused.value.recipients[ALICE]
+    assert code == 553 and b"not owned by user" in answer, answer
+
+
+def test_submission_refuses_a_valid_token_whose_email_is_outside_the_mail_domain(stack: Stack) -> None:
+    for port_name in ("submission", "webmail_submission"):
+        client = connect(stack, port_name)
+        try:
+            if port_name == "submission" and stack.variant.settings.tls is not None:
+                client.starttls(context=_unverified())
+                client.ehlo()
+            with pytest.raises(smtplib.SMTPAuthenticationError):
+                client.auth("XOAUTH2", xoauth2(DAVE, TOKEN_OF[DAVE]), initial_response_ok=True)
+        finally:
+            client.quit()
+    # A user of the domain still logs in (and ends Dovecot's growing delay after failures).
+    client = connect(stack, "webmail_submission")
+    try:
+        assert client.auth("XOAUTH2", xoauth2(ALICE, TOKEN_OF[ALICE]), initial_response_ok=True)[0] == 235
+    finally:
+        client.quit()
+
+
+def test_a_user_cannot_send_as_the_same_name_in_another_domain(stack: Stack) -> None:
+    client = connect(stack, "webmail_submission")
+    try:
+        client.auth("XOAUTH2", xoauth2(ALICE, TOKEN_OF[ALICE]), initial_response_ok=True)
+        with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
+            client.send_message(message("alice@elsewhere.example", BOB))
+    finally:
+        client.quit()
+    code, answer = refused.value.recipients[BOB]
     assert code == 553 and b"not owned by user" in answer, answer
 
 

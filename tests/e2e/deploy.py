@@ -22,7 +22,11 @@ from docker.models.containers import Container
 
 from offline.capture import PROJECT_DIR, Capture, DeclaredResource
 
-CONTAINER_INPUTS = {"name", "image", "hostname", "restart", "networksAdvanced", "ports", "volumes", "uploads", "hosts"}
+CONTAINER_INPUTS = {
+    "name", "image", "hostname", "restart", "networksAdvanced", "ports", "volumes", "uploads", "hosts",
+    "capabilities", "securityOpts", "memory", "memorySwap", "logDriver", "logOpts", "healthcheck",
+}
+HEALTHCHECK_INPUTS = {"tests", "interval", "timeout", "retries", "startPeriod"}
 UPLOAD_INPUTS = {"file", "content", "permissions", "owner", "group"}
 
 
@@ -135,6 +139,29 @@ def _tar(uploads: list[dict[str, Any]]) -> bytes:
     return buffer.getvalue()
 
 
+def _nanoseconds(duration: str) -> int:
+    """A provider duration such as 30s, 500ms or 1m."""
+    for unit, factor in (("ms", 10**6), ("s", 10**9), ("m", 60 * 10**9), ("h", 3600 * 10**9)):
+        if duration.endswith(unit) and duration[: -len(unit)].isdigit():
+            return int(duration[: -len(unit)]) * factor
+    raise UnsupportedDeclaration(f"unsupported duration {duration!r}")
+
+
+def _healthcheck(declared: dict[str, Any] | None) -> dict[str, Any] | None:
+    if declared is None:
+        return None
+    unknown = set(declared) - HEALTHCHECK_INPUTS
+    if unknown:
+        raise UnsupportedDeclaration(f"healthcheck inputs the e2e deployer does not apply: {sorted(unknown)}")
+    return {
+        "test": declared["tests"],
+        "interval": _nanoseconds(declared.get("interval", "0s")),
+        "timeout": _nanoseconds(declared.get("timeout", "0s")),
+        "retries": declared.get("retries", 0),
+        "start_period": _nanoseconds(declared.get("startPeriod", "0s")),
+    }
+
+
 def _create_container(deployment: Deployment, declared: DeclaredResource) -> Container:
     api = deployment.client.api
     inputs = declared.inputs
@@ -164,6 +191,13 @@ def _create_container(deployment: Deployment, declared: DeclaredResource) -> Con
         mounts=mounts,
         restart_policy={"Name": inputs.get("restart", "no")},
         extra_hosts={h["host"]: h["ip"] for h in inputs.get("hosts", [])},
+        cap_add=inputs.get("capabilities", {}).get("adds"),
+        cap_drop=inputs.get("capabilities", {}).get("drops"),
+        security_opt=inputs.get("securityOpts"),
+        # The provider's memory inputs are MiB.
+        mem_limit=f"{inputs['memory']}m" if "memory" in inputs else None,
+        memswap_limit=f"{inputs['memorySwap']}m" if "memorySwap" in inputs else None,
+        log_config={"type": inputs["logDriver"], "config": inputs.get("logOpts", {})} if "logDriver" in inputs else None,
     )
     networking = api.create_networking_config(
         {networks[0]["name"]: api.create_endpoint_config(aliases=networks[0].get("aliases", []))}
@@ -175,6 +209,7 @@ def _create_container(deployment: Deployment, declared: DeclaredResource) -> Con
         ports=[p["internal"] for p in ports],
         host_config=host_config,
         networking_config=networking,
+        healthcheck=_healthcheck(inputs.get("healthcheck")),
         detach=True,
     )
     container = deployment.client.containers.get(created["Id"])

@@ -115,6 +115,8 @@ USERS = [
     {"username": "alice", "name": "Alice Liddell", "email": f"alice@{MAIL_DOMAIN}", "password": "alice-pw", "groups": [GROUP]},
     {"username": "bob", "name": "Bob Builder", "email": f"bob@{MAIL_DOMAIN}", "password": "bob-pw", "groups": [GROUP]},
     {"username": "carol", "name": "Carol Outsider", "email": f"carol@{MAIL_DOMAIN}", "password": "carol-pw", "groups": []},
+    # In the allowed group, but with an email in another domain: no mailbox here.
+    {"username": "dave", "name": "Dave Elsewhere", "email": "dave@elsewhere.example", "password": "dave-pw", "groups": [GROUP]},
 ]
 # A second application in the same authentik: its tokens must not open mailboxes.
 OTHER_CLIENT = {"client_id": "other-client-id-0123456789", "client_secret": "other-client-secret-0123456789abcdef"}

@@ -47,7 +47,8 @@ from tests.e2e.standin import client as idp
 pytestmark = pytest.mark.e2e
 
 ALICE, BOB, CAROL = (f"{u}@{MAIL_DOMAIN}" for u in ("alice", "bob", "carol"))
-PASSWORDS = {ALICE: "alice-pw", BOB: "bob-pw", CAROL: "carol-pw"}
+DAVE = "dave@elsewhere.example"  # allowed by authentik, email outside the mail domain
+PASSWORDS = {ALICE: "alice-pw", BOB: "bob-pw", CAROL: "carol-pw", DAVE: "dave-pw"}
 CHROMIUM = "/usr/bin/chromium"
 
 
@@ -203,6 +204,20 @@ def test_a_token_for_one_user_presented_as_another_is_refused(stack: Stack) -> N
         )
     log = new_logs(stack, "dovecot", before)
     assert re.search(r"did not match|Username .* mismatch", log, re.I), log[-2000:]
+
+
+def test_a_token_whose_email_is_outside_the_mail_domain_is_refused_at_imap_and_submission(stack: Stack) -> None:
+    token = tokens(stack, DAVE)["access_token"]
+    before = len(stack.logs("dovecot"))
+    with pytest.raises(LoginRefused):
+        imap(stack, DAVE, token)
+    with pytest.raises(LoginRefused):
+        mailclients.smtp_submit(
+            MAIL_HOST, PORTS["submission"], stack.ca_file, DAVE, token, mailclients.message(DAVE, ALICE, "x")
+        )
+    assert "deny passdb" in new_logs(stack, "dovecot", before)
+    # The domain's users are unaffected (this also ends Dovecot's delay after failures).
+    imap(stack, ALICE, tokens(stack, ALICE)["access_token"]).logout()
 
 
 def test_a_token_issued_to_another_client_is_refused(stack: Stack) -> None:

@@ -298,17 +298,82 @@ def test_each_container_is_on_the_private_network_under_its_service_name(declare
 @pytest.mark.parametrize(
     "stack, expected",
     [
-        ("dev", {"roundcube": {(8080, 80)}, "postfix": {(2525, 25), (5587, 587)}, "dovecot": {(1143, 143)}}),
-        ("prod", {"roundcube": {(8080, 80)}, "postfix": {(25, 25), (587, 587)}, "dovecot": {(993, 993)}}),
+        ("dev", {"roundcube": {(8080, 80, "127.0.0.1")},
+                 "postfix": {(2525, 25, "127.0.0.1"), (5587, 587, "127.0.0.1")},
+                 "dovecot": {(1143, 143, "127.0.0.1")}}),
+        ("prod", {"roundcube": {(8080, 80, "127.0.0.1")},
+                  "postfix": {(25, 25, "0.0.0.0"), (587, 587, "0.0.0.0")},
+                  "dovecot": {(993, 993, "0.0.0.0")}}),
     ],
 )
-def test_only_the_configured_ports_are_published(stack: str, expected: dict[str, set[tuple[int, int]]]) -> None:
+def test_only_the_configured_ports_are_published_each_on_its_address(
+    stack: str, expected: dict[str, set[tuple[int, int, str]]]
+) -> None:
     c = capture_stack(stack, placeholders=True)
-    address = stack_config(stack).get("publish_address")
     for service, ports in expected.items():
         published = container(c, service).inputs.get("ports", [])
-        assert {(p["external"], p["internal"]) for p in published} == ports
-        assert {p["ip"] for p in published} == {address}
+        assert {(p["external"], p["internal"], p["ip"]) for p in published} == ports
+
+
+def test_prods_plain_http_is_published_on_loopback_only_for_the_tls_proxy() -> None:
+    c = capture_stack("prod", placeholders=True)
+    addresses = {p["ip"] for p in container(c, "roundcube").inputs["ports"]}
+    assert addresses == {"127.0.0.1"}, "Roundcube's plain HTTP must not be reachable around the TLS proxy"
+
+
+def test_a_port_can_be_published_on_its_own_address() -> None:
+    def change(config: StackConfig) -> StackConfig:
+        return config.with_values(publish_addresses=json.dumps({"http": "10.0.0.5", "smtp": "192.0.2.10"}))
+
+    c = run("prod", change)
+    assert {p["ip"] for p in container(c, "roundcube").inputs["ports"]} == {"10.0.0.5"}
+    by_port = {p["internal"]: p["ip"] for p in container(c, "postfix").inputs["ports"]}
+    assert by_port == {25: "192.0.2.10", 587: "0.0.0.0"}
+
+
+def test_every_container_is_locked_down_with_its_own_capabilities_limits_and_healthcheck(declared: Capture) -> None:
+    from components.containers import CAPABILITIES, LOG_OPTS
+
+    for service in ("dovecot", "postfix", "roundcube"):
+        inputs = container(declared, service).inputs
+        assert inputs["capabilities"] == {"adds": sorted(CAPABILITIES[service]), "drops": ["ALL"]}
+        assert all(reason for reason in CAPABILITIES[service].values()), "each kept capability says why"
+        assert inputs["securityOpts"] == ["no-new-privileges:true"]
+        assert inputs["memory"] == inputs["memorySwap"] > 0
+        assert inputs["logDriver"] == "json-file" and inputs["logOpts"] == LOG_OPTS
+        assert inputs["restart"] == "unless-stopped"
+        assert inputs["healthcheck"]["tests"][0] == "CMD"
+        assert "privileged" not in inputs
+
+
+def test_memory_limits_are_settings() -> None:
+    def change(config: StackConfig) -> StackConfig:
+        return config.with_values(memory_mb=json.dumps({"dovecot": 1024}))
+
+    c = run("prod", change)
+    assert container(c, "dovecot").inputs["memory"] == 1024
+    assert container(c, "postfix").inputs["memory"] == 256
+
+
+def test_a_new_image_rebuild_stamp_rebuilds_every_image_and_replaces_containers_but_no_volume() -> None:
+    before = capture_stack("prod", placeholders=True)
+
+    def change(config: StackConfig) -> StackConfig:
+        return config.with_values(image_rebuild="2026-12-01")
+
+    after = run("prod", change)
+    for service in ("dovecot", "postfix", "roundcube"):
+        image = after.one(IMAGE, f"-{service}")
+        assert image.inputs["build"]["args"]["IMAGE_REBUILD"] == "2026-12-01"
+        assert image.inputs != before.one(IMAGE, f"-{service}").inputs  # a changed input: Pulumi rebuilds
+        # The container runs the new image (Pulumi replaces it); its mounts stay.
+        assert container(after, service).inputs["image"] != container(before, service).inputs["image"]
+        assert container(after, service).inputs["volumes"] == container(before, service).inputs["volumes"]
+    assert {v.name: v.inputs for v in after.of_type(VOLUME)} == {v.name: v.inputs for v in before.of_type(VOLUME)}
+    # Each Dockerfile declares the stamp before its package steps, so the cache misses there.
+    for service in ("dovecot", "postfix", "roundcube"):
+        dockerfile = (PROJECT_DIR / "images" / service / "Dockerfile").read_text()
+        assert dockerfile.index("ARG IMAGE_REBUILD") < dockerfile.index("apt-get upgrade") < dockerfile.index("apt-get install")
 
 
 def test_images_are_built_from_the_projects_dockerfiles_on_the_configured_base(declared: Capture) -> None:
@@ -341,32 +406,63 @@ def test_exports_name_the_endpoints(declared: Capture) -> None:
 # -- bad settings ------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "key, value, message",
-    [
-        ("roundcube-authentik:colour", "blue", "roundcube-authentik:colour: unknown setting"),
-        ("roundcube-authentik:roundcube_url", "http://mail.example.com", "roundcube_url must be https://"),
-        ("roundcube-authentik:roundcube_url", "https://mail.example.com/webmail", "must be the site root"),
-        ("roundcube-authentik:mail_domain", "not a domain", "roundcube-authentik:mail_domain: must be a DNS name"),
-        ("roundcube-authentik:access_token_validity", "10 minutes", "access_token_validity: must be authentik lifetime syntax"),
-        ("roundcube-authentik:docker_host", "tcp://10.0.0.1:2375", "docker_host: must be unix:///"),
-        ("roundcube-authentik:ports", json.dumps({"http": 70000}), "ports.http: Value error, must be a port"),
-        ("roundcube-authentik:ports", json.dumps({"http": 25}), "ports.smtp and ports.http both use port 25"),
-        ("roundcube-authentik:ports", json.dumps({"imap": 143}), "ports.imap (plain IMAP) may only be published on a loopback"),
-        ("roundcube-authentik:tls", "", "ports.imaps needs tls"),
-        ("roundcube-authentik:app_slug", "Web Mail", "app_slug: must be lower-case"),
-        ("roundcube-authentik:authentik_internal_url", "http://authentik:9000", "authentik_internal_url must be https://"),
-        ("roundcube-authentik:tls", json.dumps({"cert_file": "certs/x.pem", "key_file": "/k"}), "tls.cert_file: Value error, must be an absolute path"),
-        ("roundcube-authentik:authentik_ca_file", "/nonexistent/ca.pem", "authentik_ca_file must be a readable PEM file"),
-    ],
-)
-def test_bad_settings_stop_the_program_before_any_resource(key: str, value: str, message: str) -> None:
-    config = stack_config("prod").with_values(**{key: value})
+NS = "roundcube-authentik"
+UNSET = None  # the key is absent from the stack file
+
+# Each row: one kind of bad stack setting, as the Pulumi CLI hands it to the
+# program (text; objects as JSON text), on top of the prod example stack, and
+# the words the refusal must contain: the setting's name and what is allowed.
+BAD_SETTINGS = [
+    ("unknown key", {"colour": "blue"}, ["roundcube-authentik:colour: unknown setting", "allowed settings are"]),
+    ("unknown key in an object", {"ports": json.dumps({"pop3": 110})}, ["ports.pop3", "unknown setting"]),
+    ("http:// URL in prod", {"roundcube_url": "http://mail.example.com"}, ["roundcube_url must be https://"]),
+    ("URL with a path", {"roundcube_url": "https://mail.example.com/webmail"}, ["roundcube_url", "must be the site root"]),
+    ("URL of another scheme", {"authentik_url": "ftp://auth.example.com"}, ["authentik_url", "must be an http(s):// URL"]),
+    ("internal URL http:// in prod", {"authentik_internal_url": "http://authentik:9000"}, ["authentik_internal_url must be https://"]),
+    ("domain that is not a DNS name", {"mail_domain": "not a domain"}, ["mail_domain", "must be a DNS name"]),
+    ("host name that is not a DNS name", {"mail_hostname": "mail_server"}, ["mail_hostname", "must be a DNS name"]),
+    ("lifetime in the wrong syntax", {"access_token_validity": "10 minutes"}, ["access_token_validity", "authentik lifetime syntax like 'minutes=10'"]),
+    ("lifetime of zero", {"refresh_token_validity": "seconds=0"}, ["refresh_token_validity", "must be longer than zero"]),
+    ("slug with capitals", {"app_slug": "Web Mail"}, ["app_slug", "must be lower-case letters"]),
+    ("docker_host of another scheme", {"docker_host": "tcp://10.0.0.1:2375"}, ["docker_host", "must be unix:///path/to/docker.sock or ssh://"]),
+    ("port out of range", {"ports": json.dumps({"http": 70000})}, ["ports.http", "must be a port between 1 and 65535"]),
+    ("port that is not a number", {"ports": json.dumps({"http": "eighty"})}, ["ports.http", "integer"]),
+    ("ports that clash", {"ports": json.dumps({"http": 25})}, ["ports.smtp and ports.http both use port 25; each needs its own"]),
+    ("plain IMAP on a public address", {"ports": json.dumps({"imap": 143})}, ["ports.imap (plain IMAP) may only be published on a loopback address"]),
+    ("IMAPS without tls", {"tls": UNSET}, ["ports.imaps needs tls"]),
+    ("submission in clear on a public address", {"ports": json.dumps({"imaps": None}), "tls": UNSET},
+     ["ports.submission on 0.0.0.0 needs tls"]),
+    ("relative TLS path", {"tls": json.dumps({"cert_file": "certs/x.pem", "key_file": "/k"})}, ["tls.cert_file", "must be an absolute path on the Docker host"]),
+    ("CA file that cannot be read", {"authentik_ca_file": "/nonexistent/ca.pem"}, ["authentik_ca_file", "must be a readable PEM file"]),
+    ("publish address that is not an IP", {"publish_address": "example.com"}, ["publish_address", "must be an IP address of the Docker host"]),
+    ("per-port address that is not an IP", {"publish_addresses": json.dumps({"http": "localhost"})}, ["publish_addresses.http", "must be an IP address"]),
+    ("quota that does not parse", {"mailbox_quota": "5 gigabytes"}, ["mailbox_quota", "must be a size in whole M, G or T such as 500M"]),
+    ("memory limit too small", {"memory_mb": json.dumps({"roundcube": 16})}, ["memory_mb.roundcube", "between 64 and 65536"]),
+    ("relay host that Postfix cannot read", {"relay_host": "smtp.example.net:587:1"}, ["relay_host", "must be a Postfix relayhost such as [smtp.example.net]:587"]),
+    ("base image that is no image reference", {"base_image": "Debian Trixie"}, ["base_image", "must be an image reference"]),
+    ("rebuild stamp with spaces", {"image_rebuild": "next tuesday"}, ["image_rebuild", "must be a short stamp"]),
+    ("boolean that is not one", {"dev": "maybe"}, ["roundcube-authentik:dev", "boolean"]),
+    ("required setting missing", {"mail_domain": UNSET}, ["roundcube-authentik:mail_domain: required, not set"]),
+]
+
+
+@pytest.mark.parametrize("kind, changes, expected", BAD_SETTINGS, ids=[row[0] for row in BAD_SETTINGS])
+def test_bad_settings_stop_the_program_before_any_resource(
+    kind: str, changes: dict[str, str | None], expected: list[str]
+) -> None:
+    config = stack_config("prod")
+    for key, value in changes.items():
+        config = config.without(key) if value is UNSET else config.with_values(**{key: value})
     with pytest.raises(pulumi.RunError) as raised:
         capture("prod", config, placeholders=True)
-    text = str(raised.value).replace("Value error, ", "")
-    assert message.replace("Value error, ", "") in text
+    text = str(raised.value)
     assert raised.value.declared == []  # type: ignore[attr-defined]
+    for words in expected:
+        assert words in text, f"{kind}: {words!r} not in:\n{text}"
+
+
+def test_the_bad_settings_table_covers_at_least_twenty_kinds() -> None:
+    assert len({row[0] for row in BAD_SETTINGS}) >= 20
 
 
 def test_a_missing_setting_is_named() -> None:

@@ -167,10 +167,32 @@ def test_dovecot_listens_where_the_layout_says_and_delivers_to_vmail_maildirs() 
         assert dovecot_setting(section[: section.index("}")], "port") == [str(port)]
     assert dovecot_setting(conf, "protocols") == ["imap lmtp"]
     userdb = block(conf, "userdb static")
-    assert dovecot_setting(userdb, "allow_all_users") == ["yes"]
+    # The userdb asks the passdbs whether a user exists: only mail_domain's do.
+    assert dovecot_setting(userdb, "allow_all_users") == ["no"]
     assert dovecot_setting(userdb, "uid") == [str(layout.VMAIL_UID)]
     assert dovecot_setting(userdb, "home") == [f"{layout.MAIL_DIR}/%{{user | domain}}/%{{user | username}}"]
     assert dovecot_setting(conf, "mail_driver") == ["maildir"]
+
+
+def test_dovecot_binds_every_login_and_recipient_to_the_mail_domain() -> None:
+    conf = render_dovecot_conf(settings(), CLIENT_ID, CLIENT_SECRET)
+    domain = settings().mail_domain
+    deny = block(conf, "passdb outside_mail_domain")
+    assert dovecot_setting(deny, "deny") == ["yes"]
+    assert dovecot_setting(deny, "username_filter") == [f"!*@{domain}"]
+    assert dovecot_setting(block(conf, "passdb second_at_sign"), "deny") == ["yes"]
+    inside = block(conf, "passdb mail_domain")
+    assert dovecot_setting(inside, "username_filter") == [f"*@{domain}"]
+    # The deny passdbs come first: Dovecot stops at the first that finds the user.
+    assert conf.index("passdb outside_mail_domain") < conf.index("passdb mail_domain")
+
+
+def test_dovecot_enforces_the_mailbox_quota_with_a_permanent_refusal_at_lmtp() -> None:
+    conf = render_dovecot_conf(settings(mailbox_quota="750M"), CLIENT_ID, CLIENT_SECRET)
+    assert dovecot_setting(block(conf, "quota mailbox"), "quota_storage_size") == ["750M"]
+    assert dovecot_setting(conf, "quota_full_tempfail") == ["no"]
+    assert dovecot_setting(conf, "lmtp_rcpt_check_quota") == ["yes"]
+    assert dovecot_setting(render_dovecot_conf(settings(), CLIENT_ID, CLIENT_SECRET), "quota_storage_size") == ["5G"]
 
 
 # -- Postfix ---------------------------------------------------------------------------

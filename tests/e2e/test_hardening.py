@@ -1,0 +1,45 @@
+"""Every deployed container is locked down and healthy, as docker inspect shows it."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from components import containers
+from tests.e2e.environment import PORTS, Stack
+
+pytestmark = pytest.mark.e2e
+
+SERVICES = ("dovecot", "postfix", "roundcube")
+INSIDE = {"http": 80, "smtp": 25, "submission": 587, "imaps": 993, "imap": 143}
+SERVICE_OF = {"http": "roundcube", "smtp": "postfix", "submission": "postfix", "imaps": "dovecot", "imap": "dovecot"}
+
+
+def wait_healthy(stack: Stack, service: str, seconds: float = 120) -> dict:
+    deadline = time.monotonic() + seconds
+    while True:
+        state = stack.deployment.container(service).attrs["State"]
+        if state.get("Health", {}).get("Status") == "healthy" or time.monotonic() > deadline:
+            return state
+        time.sleep(2)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_container_is_locked_down_bounded_and_healthy(stack: Stack, service: str) -> None:
+    state = wait_healthy(stack, service)
+    assert state["Health"]["Status"] == "healthy", state["Health"]["Log"][-3:]
+    attrs = stack.deployment.container(service).attrs
+    host = attrs["HostConfig"]
+    assert host["CapDrop"] == ["ALL"]
+    assert {c.removeprefix("CAP_") for c in host["CapAdd"]} == set(containers.CAPABILITIES[service])
+    assert host["SecurityOpt"] == ["no-new-privileges:true"]
+    assert host["Privileged"] is False
+    assert host["Memory"] > 0 and host["MemorySwap"] == host["Memory"]
+    assert host["LogConfig"] == {"Type": "json-file", "Config": containers.LOG_OPTS}
+    assert host["RestartPolicy"]["Name"] == "unless-stopped"
+    assert attrs["Config"]["Healthcheck"]["Test"][0] == "CMD"
+    # Published: exactly the ports the settings list for this service, on loopback.
+    expected = {f"{INSIDE[name]}/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]
+                for name, port in PORTS.items() if port and SERVICE_OF[name] == service}
+    assert host["PortBindings"] == expected
