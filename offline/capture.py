@@ -93,6 +93,17 @@ class SecretMaker:
         return placeholder("config." + key.replace(":", "."))
 
 
+class KeptSecrets(SecretMaker):
+    """The generated secrets of an earlier capture, as Pulumi keeps them in its state on an update."""
+
+    def __init__(self, earlier: "Capture") -> None:
+        super().__init__(placeholders=False)
+        self.kept = {r.name: r.outputs["result"] for r in earlier.resources if "result" in r.outputs}
+
+    def random_result(self, name: str, inputs: dict[str, Any]) -> str:
+        return self.kept[name] if name in self.kept else super().random_result(name, inputs)
+
+
 PLACEHOLDER_PREFIX = "__SECRET_"
 
 
@@ -237,13 +248,15 @@ def capture(
     placeholders: bool = True,
     project_dir: Path = PROJECT_DIR,
     project: str = "roundcube-authentik",
+    earlier: Optional[Capture] = None,
 ) -> Capture:
     """Runs `project_dir/__main__.py` for `stack` with `config` and returns what it declared.
 
     placeholders=True gives generated secrets stable `__SECRET_NAME__` values (for
     showing); False gives real random values (for deploying in tests).
+    `earlier`: an update of that capture: its generated secrets are kept.
     """
-    maker = SecretMaker(placeholders)
+    maker = SecretMaker(placeholders) if earlier is None else KeptSecrets(earlier)
     mocks = _ProgramMocks(maker)
     monitor = _RecordingMonitor(mocks)
     exports: dict[str, Any] = {}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 import time
 import uuid
@@ -15,11 +16,14 @@ from typing import Any, Iterator
 
 import jwt
 import pytest
+import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.e2e import mailclients
+from offline.capture import capture
+from tests.e2e.deploy import build_images, redeploy
 from tests.e2e.environment import (
     ARTIFACTS,
     AUTH_HOST,
@@ -31,6 +35,7 @@ from tests.e2e.environment import (
     PORTS,
     ROUNDCUBE_URL,
     Stack,
+    e2e_config,
     wait_for,
 )
 from tests.e2e.mailclients import LoginRefused
@@ -304,6 +309,66 @@ def test_no_credential_reaches_any_log(stack: Stack) -> None:
         assert len(log) > 500, f"{service} logged its work"
         for what, pattern in forbidden.items():
             assert not re.search(pattern, log), f"{service}'s log holds {what}"
+
+
+# -- data survives an update that replaces every container --------------------------------------
+
+
+def roundcube_contacts(stack: Stack) -> str:
+    result = stack.deployment.container("roundcube").exec_run(
+        ["sqlite3", "/var/lib/roundcube/db/roundcube.sqlite", "SELECT email FROM contacts WHERE del = 0"]
+    )
+    assert result.exit_code == 0, result.output
+    return result.output.decode()
+
+
+def test_mail_and_contacts_survive_a_redeploy_that_replaces_every_container(stack: Stack, alice_page: Page, pki: dict) -> None:
+    # Mail delivered to Alice's mailbox...
+    subject = f"Kept {uuid.uuid4().hex[:8]}"
+    mailclients.smtp_submit(
+        MAIL_HOST, PORTS["submission"], stack.ca_file, BOB, tokens(stack, BOB)["access_token"],
+        mailclients.message(BOB, ALICE, subject),
+    )
+    alice = imap(stack, ALICE, tokens(stack, ALICE)["access_token"])
+    try:
+        wait_for(lambda: subject in mailclients.inbox_subjects(alice), "the message in Alice's inbox", timeout=30)
+    finally:
+        alice.logout()
+    # ...and a contact saved in Roundcube's address book.
+    contact = f"kept-{uuid.uuid4().hex[:8]}@example.org"
+    alice_page.goto(ROUNDCUBE_URL + "/?_task=addressbook&_action=add&_source=0&_framed=1")
+    alice_page.locator("input[name=_firstname]").fill("Kept")
+    alice_page.locator("input[name=_surname]").fill("Contact")
+    alice_page.locator("input[name^=_email]").first.fill(contact)
+    alice_page.evaluate("rcmail.command('save')")
+    wait_for(lambda: contact in roundcube_contacts(stack), "the contact in Roundcube's database", timeout=30)
+
+    # An update whose settings replace Dovecot, Postfix and Roundcube.
+    config = e2e_config(pki["ca"], pki["mail_cert"], pki["mail_key"])
+    config["roundcube-authentik:memory_mb"] = json.dumps({"dovecot": 640, "postfix": 320, "roundcube": 640})
+    config["roundcube-authentik:mailbox_quota"] = "6G"
+    later = capture(stack.capture.stack, config, placeholders=False, earlier=stack.capture)
+    before_ids = {name: c.id for name, c in stack.deployment.containers.items()}
+    volumes_before = sorted(v.name for v in stack.deployment.volumes)
+    replaced = redeploy(stack.deployment, stack.capture, later, build_images(stack.client, later))
+    stack.capture = later
+    assert sorted(replaced) == sorted(before_ids), "every container is replaced"
+    assert all(stack.deployment.containers[n].id != before_ids[n] for n in before_ids)
+    assert sorted(v.name for v in stack.client.volumes.list() if v.name in volumes_before) == volumes_before
+    for service in ("dovecot", "postfix", "roundcube"):
+        stack.deployment.container(service).reload()
+        assert stack.deployment.container(service).attrs["HostConfig"]["Memory"] in (640 << 20, 320 << 20)
+    wait_for(lambda: requests.get(ROUNDCUBE_URL, timeout=3).status_code == 200, "Roundcube after the update")
+
+    # Both are still there.
+    assert contact in roundcube_contacts(stack)
+    def alice_sees_it() -> bool:
+        session = imap(stack, ALICE, tokens(stack, ALICE)["access_token"])
+        try:
+            return subject in mailclients.inbox_subjects(session)
+        finally:
+            session.logout()
+    wait_for(alice_sees_it, "the kept message in Alice's inbox after the update", timeout=60)
 
 
 # -- a redirect URI that is not Roundcube's ------------------------------------------------------
