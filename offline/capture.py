@@ -221,16 +221,16 @@ def capture(
     *,
     placeholders: bool = True,
     project_dir: Path = PROJECT_DIR,
-    keep_results_of: Optional[Capture] = None,
+    earlier: Optional[Capture] = None,
 ) -> Capture:
     """Runs `project_dir/__main__.py` for `stack` with `config` and returns what it declared.
 
     placeholders=True gives generated secrets stable `__SECRET_NAME__` values (for
     showing); False gives real random values (for deploying in tests).
-    keep_results_of: a capture of the same stack whose generated values this run
-    keeps, as `pulumi up` keeps random resources in the stack's state.
+    earlier: an earlier capture of the same stack (an update): its generated values
+    are kept, as `pulumi up` keeps random resources in the stack's state.
     """
-    maker = SecretMaker(placeholders, kept=_random_results(keep_results_of))
+    maker = SecretMaker(placeholders, kept=_random_results(earlier))
     mocks = _ProgramMocks(maker)
     monitor = _RecordingMonitor(mocks)
     exports: dict[str, Any] = {}

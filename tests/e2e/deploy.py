@@ -241,6 +241,36 @@ def deploy(client: docker.DockerClient, capture: Capture, images: dict[str, str]
     return deployment
 
 
+def redeploy(deployment: Deployment, earlier: Capture, later: Capture, images: dict[str, str]) -> list[str]:
+    """Applies an update as the docker provider would: replaces each container whose inputs changed.
+
+    Networks and volumes must be declared identically (the program promises
+    that no setting replaces them); containers are deleted before their
+    replacement is created, as `delete_before_replace` asks. Returns the
+    names of the replaced containers.
+    """
+    for kind in ("docker:index/network:Network", "docker:index/volume:Volume"):
+        before = {r.name: r.inputs for r in earlier.of_type(kind)}
+        after = {r.name: r.inputs for r in later.of_type(kind)}
+        if before != after:
+            raise UnsupportedDeclaration(f"the update changes {kind} resources: {before} -> {after}")
+    deployment.images.update(images)
+    old = {r.name: r for r in earlier.of_type("docker:index/container:Container")}
+    replaced = []
+    for declared in sorted(later.of_type("docker:index/container:Container"), key=lambda r: r.name):
+        previous = old.get(declared.name)
+        if previous is not None and previous.inputs == declared.inputs:
+            continue
+        assert declared.delete_before_replace, f"{declared.name}: expected delete_before_replace"
+        if declared.name in deployment.containers:
+            deployment.containers.pop(declared.name).remove(force=True)
+        container = _create_container(deployment, declared)
+        deployment.containers[declared.name] = container
+        container.start()
+        replaced.append(declared.name)
+    return replaced
+
+
 def leftovers(client: docker.DockerClient, prefix: str) -> Iterator[str]:
     """Names of containers, networks and volumes of the stack whose names start `<prefix>-`."""
     start = prefix + "-"

@@ -118,6 +118,14 @@ USERS = [
     # In the allowed group, but with an email in another domain: no mailbox here.
     {"username": "dave", "name": "Dave Elsewhere", "email": "dave@elsewhere.example", "password": "dave-pw", "groups": [GROUP]},
 ]
+# People of the load test (tests/e2e/test_load.py): one per concurrent client,
+# as Dovecot allows each user only a few connections from one address.
+LOAD_USERS = [
+    {"username": f"load{i:02d}", "name": f"Load {i:02d}", "email": f"load{i:02d}@{MAIL_DOMAIN}",
+     "password": f"load{i:02d}-pw", "groups": [GROUP]}
+    for i in range(50)
+]
+USERS += LOAD_USERS
 # A second application in the same authentik: its tokens must not open mailboxes.
 OTHER_CLIENT = {"client_id": "other-client-id-0123456789", "client_secret": "other-client-secret-0123456789abcdef"}
 OTHER_REDIRECT = "https://other.example.test/callback"

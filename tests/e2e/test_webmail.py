@@ -18,6 +18,7 @@ from typing import Any, Iterator
 
 import jwt
 import pytest
+import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from playwright.sync_api import Browser, Page, sync_playwright
@@ -25,6 +26,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from tests.e2e import mailclients
 from components.render.roundcube import extract_json_document
 from offline.capture import PROJECT_DIR, capture
+from tests.e2e.deploy import build_images, redeploy
 from tests.e2e.environment import (
     ARTIFACTS,
     AUTH_HOST,
@@ -38,6 +40,8 @@ from tests.e2e.environment import (
     PORTS,
     ROUNDCUBE_URL,
     Stack,
+    Override,
+    e2e_config,
     standin_config_for,
     wait_for,
 )
@@ -333,6 +337,67 @@ def test_no_issued_credential_or_secret_reaches_any_log_or_container_setting(sta
                 assert not re.search(pattern, text), f"{service}'s {where} holds {what}"
 
 
+# -- data survives an update that replaces every container --------------------------------------
+
+
+def roundcube_contacts(stack: Stack) -> str:
+    result = stack.deployment.container("roundcube").exec_run(
+        ["sqlite3", "/var/lib/roundcube/db/roundcube.sqlite", "SELECT email FROM contacts WHERE del = 0"]
+    )
+    assert result.exit_code == 0, result.output
+    return result.output.decode()
+
+
+def test_mail_and_contacts_survive_a_redeploy_that_replaces_every_container(stack: Stack, alice_page: Page, pki: dict) -> None:
+    # Mail delivered to Alice's mailbox...
+    subject = f"Kept {uuid.uuid4().hex[:8]}"
+    mailclients.smtp_submit(
+        MAIL_HOST, PORTS["submission"], stack.ca_file, BOB, tokens(stack, BOB)["access_token"],
+        mailclients.message(BOB, ALICE, subject),
+    )
+    alice = imap(stack, ALICE, tokens(stack, ALICE)["access_token"])
+    try:
+        wait_for(lambda: subject in mailclients.inbox_subjects(alice), "the message in Alice's inbox", timeout=30)
+    finally:
+        alice.logout()
+    # ...and a contact saved in Roundcube's address book.
+    contact = f"kept-{uuid.uuid4().hex[:8]}@example.org"
+    alice_page.goto(ROUNDCUBE_URL + "/?_task=addressbook&_action=add&_source=0&_framed=1")
+    alice_page.locator("input[name=_firstname]").fill("Kept")
+    alice_page.locator("input[name=_surname]").fill("Contact")
+    alice_page.locator("input[name^=_email]").first.fill(contact)
+    alice_page.evaluate("rcmail.command('save')")
+    wait_for(lambda: contact in roundcube_contacts(stack), "the contact in Roundcube's database", timeout=30)
+
+    # An update whose settings replace Dovecot, Postfix and Roundcube.
+    config = e2e_config(stack.where, pki, extra={
+        "memory_mb": Override({"dovecot": 640, "postfix": 320, "roundcube": 640}, "replaces every container"),
+        "mailbox_quota": Override("6G", "changes Dovecot's config"),
+    })
+    later = capture(stack.capture.stack, config, placeholders=False, earlier=stack.capture)
+    before_ids = {name: c.id for name, c in stack.deployment.containers.items()}
+    volumes_before = sorted(v.name for v in stack.deployment.volumes)
+    replaced = redeploy(stack.deployment, stack.capture, later, build_images(stack.client, later))
+    stack.capture = later
+    assert sorted(replaced) == sorted(before_ids), "every container is replaced"
+    assert all(stack.deployment.containers[n].id != before_ids[n] for n in before_ids)
+    assert sorted(v.name for v in stack.client.volumes.list() if v.name in volumes_before) == volumes_before
+    for service in ("dovecot", "postfix", "roundcube"):
+        stack.deployment.container(service).reload()
+        assert stack.deployment.container(service).attrs["HostConfig"]["Memory"] in (640 << 20, 320 << 20)
+    wait_for(lambda: requests.get(ROUNDCUBE_URL, timeout=3).status_code == 200, "Roundcube after the update")
+
+    # Both are still there.
+    assert contact in roundcube_contacts(stack)
+    def alice_sees_it() -> bool:
+        session = imap(stack, ALICE, tokens(stack, ALICE)["access_token"])
+        try:
+            return subject in mailclients.inbox_subjects(session)
+        finally:
+            session.logout()
+    wait_for(alice_sees_it, "the kept message in Alice's inbox after the update", timeout=60)
+
+
 # -- a redirect URI that is not Roundcube's ------------------------------------------------------
 
 
@@ -354,7 +419,7 @@ def test_a_provider_registered_with_the_guides_old_redirect_uri_stops_at_authent
     real = 'return f"{self.roundcube_url}/index.php/login/oauth"'
     assert real in settings_py.read_text()
     settings_py.write_text(settings_py.read_text().replace(real, f'return f"{{self.roundcube_url}}{OLD_GUIDE_CALLBACK}"'))
-    guide = capture(stack.where.stack, stack.config, project_dir=copy, placeholders=False, keep_results_of=stack.capture)
+    guide = capture(stack.where.stack, stack.config, project_dir=copy, placeholders=False, earlier=stack.capture)
     registered = guide.one("authentik:index/providerOauth2:ProviderOauth2").inputs
     assert registered["allowedRedirectUris"] == [{"matching_mode": "strict", "url": ROUNDCUBE_URL + OLD_GUIDE_CALLBACK}]
     assert registered["clientId"] == stack.client_id

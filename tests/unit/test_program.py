@@ -278,6 +278,72 @@ def test_volumes_are_protected_retained_and_untouched_by_config_changes(declared
         assert mounts[path].startswith(f"roundcube-authentik-{declared.stack}-")
 
 
+# Another valid value for every setting, as the CLI would send it (on the prod stack).
+OTHER_VALUES = {
+    "dev": "true",
+    "mail_domain": "example.org",
+    "mail_hostname": "mx.example.org",
+    "roundcube_url": "https://webmail.example.org",
+    "authentik_url": "https://sso.example.org",
+    "authentik_internal_url": "https://authentik.internal.example",
+    "authentik_ca_file": "<a PEM file>",
+    "app_name": "Post",
+    "app_slug": "post",
+    "authorization_flow": "another-authorization-flow",
+    "invalidation_flow": "another-invalidation-flow",
+    "signing_key": "Another key",
+    "allowed_group": "mail-users",
+    "access_token_validity": "minutes=3",
+    "refresh_token_validity": "days=7",
+    "docker_host": "ssh://deploy@mail.example.org",
+    "publish_address": "192.0.2.10",
+    "publish_addresses": json.dumps({"http": "127.0.0.2", "smtp": "0.0.0.0"}),
+    "ports": json.dumps({"http": 8081, "smtp": 2525, "submission": 465, "imaps": 9993}),
+    "memory_mb": json.dumps({"dovecot": 1024, "postfix": 128, "roundcube": 768}),
+    "mailbox_quota": "10G",
+    "relay_host": "[smtp.example.net]:587",
+    "base_image": "registry.example.org/debian:trixie-slim",
+    "image_rebuild": "2026-12-01",
+    "protect_volumes": "false",
+    "tls": json.dumps({"cert_file": "/etc/ssl/mail/cert.pem", "key_file": "/etc/ssl/mail/key.pem"}),
+}
+
+
+def test_every_setting_has_another_value_in_the_volume_test() -> None:
+    from components.settings import Settings
+
+    assert set(OTHER_VALUES) == set(Settings.model_fields)
+
+
+@pytest.mark.parametrize("setting", sorted(OTHER_VALUES))
+def test_changing_any_one_setting_never_replaces_or_deletes_a_volume(setting: str, tmp_path: Any) -> None:
+    before = capture_stack("prod", placeholders=True)
+    value = OTHER_VALUES[setting]
+    if value == "<a PEM file>":
+        pem = tmp_path / "ca.pem"
+        pem.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+        value = str(pem)
+
+    def change(config: StackConfig) -> StackConfig:
+        assert config.get(setting) != value
+        return config.with_values(**{setting: value})
+
+    after = run("prod", change)
+    old = {v.name: v for v in before.of_type(VOLUME)}
+    new = {v.name: v for v in after.of_type(VOLUME)}
+    assert set(new) == set(old), "a volume was added or removed"
+    for name, volume in new.items():
+        # Same inputs: Pulumi has nothing to replace. Retained on delete whatever happens.
+        assert volume.inputs == old[name].inputs, name
+        assert volume.retain_on_delete and not volume.delete_before_replace, name
+        assert volume.parent_name == old[name].parent_name, name
+        if setting != "protect_volumes":
+            assert volume.protect == old[name].protect, name
+    for service in ("dovecot", "postfix", "roundcube"):
+        mounts = [m for m in container(after, service).inputs["volumes"] if "volumeName" in m]
+        assert mounts == [m for m in container(before, service).inputs["volumes"] if "volumeName" in m]
+
+
 def test_unprotecting_volumes_is_an_explicit_setting() -> None:
     def change(config: StackConfig) -> StackConfig:
         return config.with_values(protect_volumes="false")
