@@ -192,6 +192,7 @@ class Stack:
     tls: dict[str, Path]
     where: Layout = MAIN
     config: StackConfig | None = None  # the stack config the program ran with
+    trusted_ca: Path | None = None  # a CA added to each image's system store (see build_images)
     # What earlier stand-in containers of this session logged and issued (before a restart).
     standin_history: str = ""
     issued_history: list[dict[str, str]] = field(default_factory=list)
@@ -215,6 +216,10 @@ class Stack:
     @property
     def slug(self) -> str:
         return self.capture.one("authentik:index/application:Application").inputs["slug"]
+
+    def build_images(self, declared: Capture) -> dict[str, str]:
+        """The images of `declared`, built as this stack's were (system CA store included)."""
+        return build_images(self.client, declared, trusted_ca=self.trusted_ca)
 
     def logs(self, service: str) -> str:
         if service == "authentik":
@@ -433,7 +438,8 @@ def running_stack(
         config = standin_config_for(declared, where)
         tls = {"cert": pki["auth_cert"], "key": pki["auth_key"]}
         standin = start_standin(engine, deployment, config, tls, where)
-        stack = Stack(declared, deployment, pki["ca"], standin, config, engine, tls, where, stack_config)
+        stack = Stack(declared, deployment, pki["ca"], standin, config, engine, tls, where, stack_config,
+                      trusted_ca=pki["ca"] if trust_test_ca_in_system_store else None)
         wait_for_standin(pki["ca"], where, stack.slug)
         wait_for(lambda: requests.get(where.roundcube_url, timeout=3).status_code == 200, "Roundcube")
         if where.ports.get("smtp"):

@@ -26,7 +26,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from tests.e2e import mailclients
 from components.render.roundcube import extract_json_document
 from offline.capture import PROJECT_DIR, capture
-from tests.e2e.deploy import build_images, redeploy
+from tests.e2e.deploy import redeploy
 from tests.e2e.environment import (
     ARTIFACTS,
     AUTH_HOST,
@@ -377,7 +377,7 @@ def test_mail_and_contacts_survive_a_redeploy_that_replaces_every_container(stac
     later = capture(stack.capture.stack, config, placeholders=False, earlier=stack.capture)
     before_ids = {name: c.id for name, c in stack.deployment.containers.items()}
     volumes_before = sorted(v.name for v in stack.deployment.volumes)
-    replaced = redeploy(stack.deployment, stack.capture, later, build_images(stack.client, later))
+    replaced = redeploy(stack.deployment, stack.capture, later, stack.build_images(later))
     stack.capture = later
     assert sorted(replaced) == sorted(before_ids), "every container is replaced"
     assert all(stack.deployment.containers[n].id != before_ids[n] for n in before_ids)
