@@ -34,6 +34,7 @@ class File:
     content: pulumi.Input[str]
     mode: str = "0644"
     group: str = "0"  # numeric: the provider would resolve names on the deploying machine
+    owner: str = "0"
 
 
 # Debian's fixed ids (base-passwd), valid in every image built from Debian.
@@ -57,6 +58,7 @@ class ServiceSpec:
     mounts: Sequence[Mount] = ()
     binds: Sequence[Bind] = ()
     hosts: dict[str, str] = field(default_factory=dict)  # extra /etc/hosts entries: name -> address
+    healthcheck: Sequence[str] = ()   # a Docker healthcheck command (["CMD", ...]); none when empty
 
 
 # The Docker engine's name for the host it runs on, resolved by the engine
@@ -113,8 +115,15 @@ def declare_container(
         # Written into the container before it starts. A changed file replaces
         # the container; the volumes above stay.
         uploads=[
-            docker.ContainerUploadArgs(file=path, content=f.content, permissions=f.mode, owner="0", group=f.group)
+            docker.ContainerUploadArgs(file=path, content=f.content, permissions=f.mode, owner=f.owner, group=f.group)
             for path, f in sorted(spec.files.items())
         ],
+        healthcheck=(
+            docker.ContainerHealthcheckArgs(
+                tests=list(spec.healthcheck), interval="30s", timeout="5s", retries=3, start_period="10s"
+            )
+            if spec.healthcheck
+            else None
+        ),
         opts=pulumi.ResourceOptions(parent=parent, delete_before_replace=True),
     )

@@ -9,6 +9,7 @@ from here, so each of them sees exactly what `pulumi up` would be asked for.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -92,6 +93,38 @@ class SecretMaker:
     def config_secret(self, key: str) -> str:
         return placeholder("config." + key.replace(":", "."))
 
+    def private_key(self, name: str, inputs: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+        """pulumi-tls PrivateKey outputs: (secret ones, public ones), as the provider names them.
+
+        Real: a fresh RSA key of rsaBits (cryptography), in the provider's
+        formats (PKCS#1 PEM, PKCS#8 PEM, SubjectPublicKeyInfo PEM). Placeholders:
+        stable text, with a public PEM whose body is valid base64.
+        """
+        if inputs.get("algorithm") != "RSA":
+            raise NotImplementedError(f"{name}: the mocks make RSA keys only, got {inputs.get('algorithm')!r}")
+        if self.placeholders:
+            body = base64.b64encode(f"placeholder public key of {name}".encode()).decode()
+            public_pem = f"-----BEGIN PUBLIC KEY-----\n{body}\n-----END PUBLIC KEY-----\n"
+            secret = {k: placeholder(f"{name}.{k}") for k in ("privateKeyPem", "privateKeyPemPkcs8", "privateKeyOpenssh")}
+            return secret, {"publicKeyPem": public_pem, "publicKeyOpenssh": f"ssh-rsa {body}\n"}
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        key = rsa.generate_private_key(public_exponent=65537, key_size=int(inputs.get("rsaBits", 2048)))
+        pem, none = serialization.Encoding.PEM, serialization.NoEncryption()
+        secret = {
+            "privateKeyPem": key.private_bytes(pem, serialization.PrivateFormat.TraditionalOpenSSL, none).decode(),
+            "privateKeyPemPkcs8": key.private_bytes(pem, serialization.PrivateFormat.PKCS8, none).decode(),
+            "privateKeyOpenssh": key.private_bytes(pem, serialization.PrivateFormat.OpenSSH, none).decode(),
+        }
+        public = key.public_key()
+        return secret, {
+            "publicKeyPem": public.public_bytes(pem, serialization.PublicFormat.SubjectPublicKeyInfo).decode(),
+            "publicKeyOpenssh": public.public_bytes(
+                serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+            ).decode() + "\n",
+        }
+
 
 PLACEHOLDER_PREFIX = "__SECRET_"
 
@@ -132,6 +165,12 @@ class _ProgramMocks(pulumi.runtime.Mocks):
         plain = _unwrap(args.inputs, "", set())
         if args.typ in ("random:index/randomPassword:RandomPassword", "random:index/randomString:RandomString"):
             state["result"] = rpc.wrap_rpc_secret(self.maker.random_result(args.name, plain))
+            return f"{args.name}-id", state
+        if args.typ == "tls:index/privateKey:PrivateKey":
+            # The provider marks the private forms secret (additional_secret_outputs).
+            secret, public = self.maker.private_key(args.name, plain)
+            state.update({k: rpc.wrap_rpc_secret(v) for k, v in secret.items()})
+            state.update(public)
             return f"{args.name}-id", state
         if args.typ == "docker:index/image:Image":
             # Without a push the provider reports the local image id here.

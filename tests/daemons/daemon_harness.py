@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import secrets
 import socket
 import string
@@ -37,20 +38,26 @@ import docker.errors
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from components.render import layout
+from components.render.dns import dkim_txt_value, dns_records
 from components.render.dovecot import render_dovecot_conf
+from components.render.opendkim import render_opendkim_conf, render_opendkim_unbound_conf
+from components.render.policyd_spf import render_policyd_spf_conf
 from components.render.postfix import render_postfix_main_cf, render_postfix_master_cf
 from components.render.roundcube import render_roundcube_config
 from components.settings import Settings, load_settings
+from tests.testnet import zone
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 PREFIX = "rca-daemon-test-"
 BASE_IMAGE = "debian:trixie-slim"
-SERVICES = ("dovecot", "postfix", "roundcube")
+SERVICES = ("dovecot", "postfix", "roundcube", "opendkim")
+# Checkouts sharing one engine build their own tags (tests/e2e/environment.py).
+INSTANCE = os.environ.get("E2E_INSTANCE", "")
 WWW_DATA_GID = 33  # Debian's fixed id, as in components/containers.py
 FAKE_AUTHENTIK_SCRIPT = "/srv/fake_authentik.php"
 FAKE_AUTHENTIK_PEM = "/srv/authentik.pem"
@@ -207,6 +214,19 @@ class Variant:
     client_secret: str
     des_key: str
     fake_listen: str  # where the fake authentik listens, matching settings.authentik_url
+    dkim_key: rsa.RSAPrivateKey  # as pulumi-tls makes it: RSA 2048, PKCS#1 PEM
+
+    @property
+    def dkim_private_pem(self) -> bytes:
+        return self.dkim_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        )
+
+    @property
+    def dkim_public_pem(self) -> str:
+        return self.dkim_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ).decode()
 
     def dovecot_conf(self, settings: Optional[Settings] = None) -> str:
         return render_dovecot_conf(settings or self.settings, self.client_id, self.client_secret)
@@ -225,6 +245,17 @@ class Variant:
         return {
             layout.POSTFIX_MAIN_CF: Upload(render_postfix_main_cf(self.settings).encode()),
             layout.POSTFIX_MASTER_CF: Upload(render_postfix_master_cf(self.settings).encode()),
+            layout.POLICYD_SPF_CONF: Upload(render_policyd_spf_conf(self.settings).encode()),
+        }
+
+    def opendkim_files(self) -> dict[str, Upload]:
+        """As components/mailserver.py uploads them: the key owned by opendkim, 0600."""
+        return {
+            layout.OPENDKIM_CONF: Upload(render_opendkim_conf(self.settings).encode()),
+            layout.OPENDKIM_UNBOUND_CONF: Upload(render_opendkim_unbound_conf().encode()),
+            layout.dkim_key_file(self.settings.dkim_selector): Upload(
+                self.dkim_private_pem, 0o600, layout.OPENDKIM_UID, layout.OPENDKIM_GID
+            ),
         }
 
     def roundcube_files(self) -> dict[str, Upload]:
@@ -269,6 +300,7 @@ def make_variant(name: str, pki: Pki, **overrides: Any) -> Variant:
         client_secret=_alphanumeric(128),
         des_key=_alphanumeric(24),
         fake_listen=listen,
+        dkim_key=rsa.generate_private_key(public_exponent=65537, key_size=2048),
     )
 
 
@@ -277,7 +309,7 @@ def make_variant(name: str, pki: Pki, **overrides: Any) -> Variant:
 
 def _build(service: str) -> tuple[str, float]:
     client = docker.from_env(timeout=1800)
-    tag = f"roundcube-authentik/{service}:test"
+    tag = f"roundcube-authentik/{service}:test{'-' + INSTANCE if INSTANCE else ''}"
     started = time.monotonic()
     try:
         client.images.build(
@@ -297,7 +329,7 @@ def _build(service: str) -> tuple[str, float]:
 
 
 def build_images(docker_client: docker.DockerClient) -> dict[str, str]:
-    """Builds the three images (cached by the engine after the first run)."""
+    """Builds the service images and the test network's image (cached by the engine after the first run)."""
     try:
         docker_client.images.get(BASE_IMAGE)
     except docker.errors.ImageNotFound:
@@ -306,7 +338,11 @@ def build_images(docker_client: docker.DockerClient) -> dict[str, str]:
         results = dict(zip(SERVICES, pool.map(_build, SERVICES)))
     for service, (tag, seconds) in results.items():
         print(f"image {tag} ready in {seconds:.1f}s")
-    return {service: tag for service, (tag, _) in results.items()}
+    built = {service: tag for service, (tag, _) in results.items()}
+    built["testnet"] = zone.build_image(
+        docker_client, f"roundcube-authentik/testnet:test{'-' + INSTANCE if INSTANCE else ''}", BASE_IMAGE
+    )
+    return built
 
 
 class Resources:
@@ -465,6 +501,9 @@ class Stack:
     dovecot: Any
     postfix: Any
     roundcube: Any
+    opendkim: Any
+    dns: Any           # the test zone's dnsmasq, the only resolver Postfix and OpenDKIM reach
+    sender: "OutsideSender"
     ports: dict[str, int] = field(default_factory=dict)
 
     def introspection_requests(self) -> list[dict[str, Any]]:
@@ -472,8 +511,44 @@ class Stack:
 
     def logs(self) -> str:
         return "\n".join(
-            f"=== {c.name}\n{container_logs(c)}" for c in (self.authentik, self.dovecot, self.postfix, self.roundcube)
+            f"=== {c.name}\n{container_logs(c)}"
+            for c in (self.authentik, self.dovecot, self.postfix, self.roundcube, self.opendkim, self.dns)
         )
+
+    def zone(self) -> dict[str, str]:
+        """TXT records the test zone serves: name -> value."""
+        return self.sender.zone_txt | {
+            r["name"]: r["value"] for r in dns_records(self.variant.settings, self.public_keys()) if r["type"] == "TXT"
+        }
+
+    def public_keys(self) -> dict[str, str]:
+        return {self.variant.settings.dkim_selector: self.variant.dkim_public_pem}
+
+
+@dataclass
+class OutsideSender:
+    """Another domain on the internet, sending to the stack's port 25 (its key signs with dkimpy)."""
+
+    domain: str
+    selector: str
+    key: rsa.RSAPrivateKey
+    client_address: str  # where its SMTP connections come from, as Postfix sees them
+
+    @property
+    def private_pem(self) -> bytes:
+        return self.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        )
+
+    @property
+    def zone_txt(self) -> dict[str, str]:
+        public = self.key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ).decode()
+        return {
+            f"{self.selector}._domainkey.{self.domain}": dkim_txt_value(public),
+            self.domain: f"v=spf1 ip4:{self.client_address} -all",
+        }
 
 
 def introspection_requests(authentik: Any) -> list[dict[str, Any]]:
@@ -528,8 +603,33 @@ def running_stack(
     resources = Resources(docker_client, f"stack-{variant.name}")
     try:
         network = resources.network()
+        network.reload()
+        # Connections from the host to published ports reach Postfix from the network's gateway.
+        gateway = network.attrs["IPAM"]["Config"][0]["Gateway"]
+        sender = OutsideSender("sender.example", "t1", rsa.generate_private_key(public_exponent=65537, key_size=2048), gateway)
+        records = [
+            *dns_records(variant.settings, {variant.settings.dkim_selector: variant.dkim_public_pem}),
+            *({"type": "TXT", "name": name, "value": value} for name, value in sender.zone_txt.items()),
+        ]
+        dns = resources.container(
+            "dns",
+            images["testnet"],
+            {zone.DNSMASQ_CONF: Upload(zone.dnsmasq_conf(records).encode())},
+            network=network,
+            entrypoint=zone.DNS_COMMAND,
+        )
+        dns.reload()
+        resolver = [dns.attrs["NetworkSettings"]["Networks"][network.name]["IPAddress"]]
         authentik = start_fake_authentik(resources, images, network, variant, pki)
         dovecot = start_dovecot(resources, images, network, variant)
+        opendkim = resources.container(
+            "opendkim",
+            images["opendkim"],
+            variant.opendkim_files(),
+            network=network,
+            alias=layout.OPENDKIM_HOST,
+            dns=resolver,
+        )
         postfix = resources.container(
             "postfix",
             images["postfix"],
@@ -541,6 +641,7 @@ def running_stack(
                 for port in (layout.SMTP_PORT, layout.SUBMISSION_PORT, layout.WEBMAIL_SUBMISSION_PORT)
             },
             volumes={resources.volume("spool").name: {"bind": layout.POSTFIX_SPOOL_DIR, "mode": "rw"}, **variant.tls_binds()},
+            dns=resolver,
         )
         roundcube = resources.container(
             "roundcube",
@@ -551,7 +652,7 @@ def running_stack(
             ports={f"{layout.HTTP_PORT}/tcp": ("127.0.0.1", None)},
             volumes={resources.volume("roundcube-db").name: {"bind": layout.ROUNDCUBE_DB_DIR, "mode": "rw"}},
         )
-        stack = Stack(variant, resources, network, authentik, dovecot, postfix, roundcube)
+        stack = Stack(variant, resources, network, authentik, dovecot, postfix, roundcube, opendkim, dns, sender)
         stack.ports = {
             "imap": published_port(dovecot, layout.IMAP_PORT),
             "smtp": published_port(postfix, layout.SMTP_PORT),
@@ -561,15 +662,21 @@ def running_stack(
         }
         if variant.settings.tls is not None:
             stack.ports["imaps"] = published_port(dovecot, layout.IMAPS_PORT)
-        everything = [authentik, dovecot, postfix, roundcube]
+        everything = [authentik, dovecot, postfix, roundcube, opendkim, dns]
         wait_until("the fake authentik", lambda: b"listening" in authentik.logs(), everything)
         wait_until("Dovecot's IMAP greeting", lambda: banner(stack.ports["imap"], b"* OK"), everything)
         for name in ("smtp", "submission", "webmail_submission"):
             wait_until(f"Postfix's {name} greeting", lambda: banner(stack.ports[name], b"220"), everything)
         wait_until("Roundcube's HTTP port", lambda: banner_http(stack.ports["http"]), everything)
+        wait_until("OpenDKIM's milter port", lambda: healthy(opendkim), everything)
         yield stack
     finally:
         resources.close()
+
+
+def healthy(container: Any) -> bool:
+    """The image's own healthcheck command, run now (Docker's schedule would wait its interval)."""
+    return container.exec_run(["/usr/local/bin/healthcheck"]).exit_code == 0
 
 
 def banner_http(port: int) -> bool:

@@ -11,19 +11,24 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import tarfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Optional
 
 import docker
 from docker.models.containers import Container
 
 from offline.capture import PROJECT_DIR, Capture, DeclaredResource
 
-CONTAINER_INPUTS = {"name", "image", "hostname", "restart", "networksAdvanced", "ports", "volumes", "uploads", "hosts"}
+CONTAINER_INPUTS = {
+    "name", "image", "hostname", "restart", "networksAdvanced", "ports", "volumes", "uploads", "hosts", "healthcheck",
+}
 UPLOAD_INPUTS = {"file", "content", "permissions", "owner", "group"}
+HEALTHCHECK_INPUTS = {"tests", "interval", "timeout", "retries", "startPeriod"}
+_DURATION = re.compile(r"^(\d+)(ms|s|m|h)$")
 
 
 class UnsupportedDeclaration(AssertionError):
@@ -37,6 +42,8 @@ class Deployment:
     networks: list[Any] = field(default_factory=list)
     volumes: list[Any] = field(default_factory=list)
     images: dict[str, str] = field(default_factory=dict)             # declared repoDigest -> real image id
+    # Containers of the test's own (its DNS zone, its receiving SMTP server), not declared by the program.
+    test_services: list[Container] = field(default_factory=list)
 
     def container(self, service: str) -> Container:
         found = [c for name, c in self.containers.items() if name.endswith(f"-{service}")]
@@ -49,7 +56,7 @@ class Deployment:
 
     def remove(self) -> None:
         """Stops and removes everything this deployment created (volumes too: they are the test's)."""
-        for c in self.containers.values():
+        for c in [*self.containers.values(), *self.test_services]:
             try:
                 c.remove(force=True, v=True)
             except docker.errors.NotFound:
@@ -102,7 +109,31 @@ def _tar(uploads: list[dict[str, Any]]) -> bytes:
     return buffer.getvalue()
 
 
-def _create_container(deployment: Deployment, declared: DeclaredResource) -> Container:
+def _nanoseconds(duration: str) -> int:
+    match = _DURATION.match(duration)
+    if not match:
+        raise UnsupportedDeclaration(f"healthcheck duration {duration!r}")
+    factor = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}[match.group(2)]
+    return int(match.group(1)) * factor
+
+
+def _healthcheck(declared: DeclaredResource) -> Optional[dict[str, Any]]:
+    check = declared.inputs.get("healthcheck")
+    if not check:
+        return None
+    unknown = set(check) - HEALTHCHECK_INPUTS
+    if unknown:
+        raise UnsupportedDeclaration(f"{declared.name}: healthcheck inputs the e2e deployer does not apply: {sorted(unknown)}")
+    return {
+        "test": check["tests"],
+        "interval": _nanoseconds(check.get("interval", "30s")),
+        "timeout": _nanoseconds(check.get("timeout", "30s")),
+        "retries": int(check.get("retries", 3)),
+        "start_period": _nanoseconds(check.get("startPeriod", "0s")),
+    }
+
+
+def _create_container(deployment: Deployment, declared: DeclaredResource, dns: Optional[list[str]] = None) -> Container:
     api = deployment.client.api
     inputs = declared.inputs
     unknown = set(inputs) - CONTAINER_INPUTS
@@ -131,6 +162,8 @@ def _create_container(deployment: Deployment, declared: DeclaredResource) -> Con
         mounts=mounts,
         restart_policy={"Name": inputs.get("restart", "no")},
         extra_hosts={h["host"]: h["ip"] for h in inputs.get("hosts", [])},
+        # Test only: the resolver the test's own DNS zone gives every container.
+        dns=dns,
     )
     networking = api.create_networking_config(
         {networks[0]["name"]: api.create_endpoint_config(aliases=networks[0].get("aliases", []))}
@@ -142,6 +175,7 @@ def _create_container(deployment: Deployment, declared: DeclaredResource) -> Con
         ports=[p["internal"] for p in ports],
         host_config=host_config,
         networking_config=networking,
+        healthcheck=_healthcheck(declared),
         detach=True,
     )
     container = deployment.client.containers.get(created["Id"])
@@ -150,9 +184,18 @@ def _create_container(deployment: Deployment, declared: DeclaredResource) -> Con
     return container
 
 
-def deploy(client: docker.DockerClient, capture: Capture, images: dict[str, str]) -> Deployment:
+def deploy(
+    client: docker.DockerClient,
+    capture: Capture,
+    images: dict[str, str],
+    test_services: Optional[Callable[[Deployment], list[str]]] = None,
+) -> Deployment:
     """Creates the declared networks, volumes and containers and starts the containers.
 
+    test_services, when given, starts the test's own containers on the new
+    network (adding them to deployment.test_services) and returns the
+    resolver addresses every declared container then uses (Docker's `dns`):
+    the test's DNS zone instead of the Docker host's resolvers.
     On any failure, what was created so far is removed before the error is raised.
     """
     deployment = Deployment(client=client, images=images)
@@ -163,8 +206,9 @@ def deploy(client: docker.DockerClient, capture: Capture, images: dict[str, str]
             )
         for volume in capture.of_type("docker:index/volume:Volume"):
             deployment.volumes.append(client.volumes.create(volume.inputs["name"]))
+        dns = test_services(deployment) if test_services is not None else None
         for declared in sorted(capture.of_type("docker:index/container:Container"), key=lambda r: r.name):
-            deployment.containers[declared.name] = _create_container(deployment, declared)
+            deployment.containers[declared.name] = _create_container(deployment, declared, dns)
         for container in deployment.containers.values():
             container.start()
     except BaseException:

@@ -8,7 +8,10 @@ resources, on the program's private network under authentik's host name.
 
 Traffic stays on this machine: the host reaches containers only through ports
 published on 127.0.0.1, and the containers talk among themselves on the
-network the deployment created.
+network the deployment created. Two test services join that network: a DNS
+zone (dnsmasq serving the stack's own `dns_records` and nothing else, the only
+resolver of every container) and a receiving SMTP server standing for the
+rest of the internet (the relay host of the e2e stack).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from offline.capture import PROJECT_DIR, Capture, SecretMaker, capture, read_sta
 from tests.e2e.deploy import Deployment, build_images, deploy, leftovers
 from tests.e2e.identity_config import standin_config
 from tests.e2e.pki import TestCA
+from tests.testnet import zone
 
 # Checkouts that share one engine (parallel work on one machine) each set
 # E2E_INSTANCE (a short name) and E2E_PORT_OFFSET: own names, own ports.
@@ -52,6 +56,9 @@ ACCESS_TOKEN_SECONDS = 30
 GROUP = "webmail-users"
 STANDIN_IMAGE = f"roundcube-authentik/authentik-standin:{STACK}"
 STANDIN_NAME = f"{PREFIX}-authentik-standin"
+TESTNET_IMAGE = f"roundcube-authentik/testnet:{STACK}"
+# The receiving SMTP server's name on the private network: relay_host of the e2e stack.
+RELAY_HOST = "relay.example.test"
 ARTIFACTS = PROJECT_DIR / "artifacts" / "e2e"
 
 USERS = [
@@ -75,6 +82,21 @@ class Stack:
     tls: dict[str, Path]
     # What earlier stand-in containers of this session logged (before a restart).
     standin_history: str = ""
+
+    @property
+    def relay(self) -> Any:
+        """The receiving SMTP server (tests/testnet/sink.py)."""
+        return next(c for c in self.deployment.test_services if c.name.endswith("-test-relay"))
+
+    def relayed(self) -> list[tuple[dict[str, Any], bytes]]:
+        """(envelope, message bytes as received) of every message the relay host got."""
+        listing = self.relay.exec_run(["ls", zone.RECEIVER_MAILDIR]).output.decode().split()
+        found = []
+        for name in sorted(n for n in listing if n.endswith(".eml")):
+            raw = self.relay.exec_run(["cat", f"{zone.RECEIVER_MAILDIR}/{name}"]).output
+            envelope = self.relay.exec_run(["cat", f"{zone.RECEIVER_MAILDIR}/{name[:-4]}.json"]).output
+            found.append((json.loads(envelope), raw))
+        return found
 
     @property
     def provider(self) -> dict[str, Any]:
@@ -157,6 +179,9 @@ def e2e_config(ca_file: Path, mail_cert: Path, mail_key: Path, access_token_seco
             f"{ns}:ports": json.dumps(PORTS),
             f"{ns}:tls": json.dumps({"cert_file": str(mail_cert), "key_file": str(mail_key)}),
             f"{ns}:protect_volumes": "false",
+            # Mail for other domains goes to the test's receiving SMTP server,
+            # not to the internet (the example stack has no relay host).
+            f"{ns}:relay_host": f"[{RELAY_HOST}]:25",
         }
     )
     return config
@@ -196,6 +221,42 @@ def _tar_files(files: dict[str, bytes]) -> bytes:
             info.mode = 0o644
             tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
+
+
+def start_test_services(client: docker.DockerClient, declared: Capture) -> Callable[[Deployment], list[str]]:
+    """The test's DNS zone and receiving SMTP server, on the deployment's network (see deploy())."""
+
+    def start(deployment: Deployment) -> list[str]:
+        api = client.api
+        network = deployment.networks[0].name
+
+        def create(name: str, entrypoint: list[str], files: dict[str, bytes], aliases: list[str], **host: Any) -> Any:
+            created = api.create_container(
+                image=TESTNET_IMAGE,
+                name=f"{PREFIX}-{name}",
+                entrypoint=entrypoint,
+                working_dir=zone.RECEIVER_DIR,
+                host_config=api.create_host_config(**host),
+                networking_config=api.create_networking_config(
+                    {network: api.create_endpoint_config(aliases=aliases or None)}
+                ),
+                detach=True,
+            )
+            container = client.containers.get(created["Id"])
+            deployment.test_services.append(container)
+            container.put_archive("/", _tar_files(files))
+            container.start()
+            container.reload()
+            return container
+
+        dns = create(
+            "test-dns", zone.DNS_COMMAND, {zone.DNSMASQ_CONF: zone.dnsmasq_conf(declared.exports["dns_records"]).encode()}, []
+        )
+        resolver = [dns.attrs["NetworkSettings"]["Networks"][network]["IPAddress"]]
+        create("test-relay", zone.RECEIVER_COMMAND, {zone.RECEIVER_SINK: zone.sink_source()}, [RELAY_HOST], dns=resolver)
+        return resolver
+
+    return start
 
 
 def build_standin_image(client: docker.DockerClient) -> None:
@@ -291,7 +352,8 @@ def running_stack(
     )
     images = build_images(engine, declared)
     build_standin_image(engine)
-    deployment = deploy(engine, declared, images)
+    zone.build_image(engine, TESTNET_IMAGE)
+    deployment = deploy(engine, declared, images, start_test_services(engine, declared))
     stack: Stack | None = None
     try:
         config = standin_config(
@@ -310,6 +372,8 @@ def running_stack(
         wait_for(lambda: _banner(PORTS["smtp"]), "Postfix")
         imaps = ssl.create_default_context(cafile=str(pki["ca"]))
         wait_for(lambda: _banner(PORTS["imaps"], imaps), "Dovecot")
+        opendkim = deployment.container("opendkim")
+        wait_for(lambda: opendkim.exec_run(["/usr/local/bin/healthcheck"]).exit_code == 0, "OpenDKIM")
         yield stack
     finally:
         _keep_logs(deployment, stack)
@@ -323,7 +387,7 @@ def running_stack(
 
 def _keep_logs(deployment: Deployment, stack: Stack | None) -> None:
     """Saves each daemon's log under artifacts/e2e/ for reading after the run."""
-    for service in ("dovecot", "postfix", "roundcube"):
+    for service in ("dovecot", "postfix", "roundcube", "opendkim"):
         try:
             (ARTIFACTS / f"{service}.log").write_text(deployment.logs(service))
         except (docker.errors.NotFound, AssertionError):

@@ -34,7 +34,7 @@ def test_removing_a_running_deployment_leaves_no_container_network_or_volume(eng
     try:
         wait_for(lambda: requests.get(f"http://127.0.0.1:{HTTP_PORT}/", timeout=3).status_code == 200, "Roundcube")
         running = sorted(leftovers(engine, PREFIX))
-        assert len([r for r in running if r.startswith("container")]) == 3
+        assert len([r for r in running if r.startswith("container")]) == 4  # dovecot, postfix, opendkim, roundcube
         assert len([r for r in running if r.startswith("volume")]) == 3
     finally:
         # What the session fixture does in its `finally`, whether its tests passed or not.

@@ -1,0 +1,13 @@
+#!/bin/sh
+# Checks the uploaded configuration and key, then runs OpenDKIM in the
+# foreground as PID 1: if it dies, the container stops and Docker restarts it.
+set -eu
+
+if [ ! -f /etc/opendkim.conf ]; then
+    echo "entrypoint: /etc/opendkim.conf is missing; the program uploads it before start" >&2
+    exit 1
+fi
+# -n: parse the configuration and load the key, then exit (errors to stderr).
+opendkim -n -x /etc/opendkim.conf
+echo "entrypoint: opendkim configuration accepted; starting"
+exec opendkim -f -x /etc/opendkim.conf
