@@ -30,6 +30,7 @@ def render_opendkim_conf(settings: Settings) -> str:
         "# stack settings. Do not edit: the program replaces it on every change.",
         "Background no",
         "Syslog yes",
+        "SyslogSuccess yes",
         "LogResults yes",
         "UserID opendkim",  # uid/gid layout.OPENDKIM_UID/GID in images/opendkim
         "UMask 007",

@@ -9,5 +9,8 @@ if [ ! -f /etc/opendkim.conf ]; then
 fi
 # -n: parse the configuration and load the key, then exit (errors to stderr).
 opendkim -n -x /etc/opendkim.conf
+# OpenDKIM logs only through syslog(3): a small syslogd on /dev/log passes its
+# lines to the container's log (docker logs).
+busybox syslogd -n -O /dev/stdout &
 echo "entrypoint: opendkim configuration accepted; starting"
 exec opendkim -f -x /etc/opendkim.conf

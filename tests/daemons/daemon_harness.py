@@ -557,7 +557,9 @@ def introspection_requests(authentik: Any) -> list[dict[str, Any]]:
     return [entry for entry in map(json.loads, lines) if "request" in entry]
 
 
-def start_fake_authentik(resources: Resources, images: dict[str, str], network: Any, variant: Variant, pki: Pki) -> Any:
+def start_fake_authentik(
+    resources: Resources, images: dict[str, str], network: Any, variant: Variant, pki: Pki, **kwargs: Any
+) -> Any:
     return resources.container(
         "authentik",
         images["roundcube"],
@@ -574,12 +576,13 @@ def start_fake_authentik(resources: Resources, images: dict[str, str], network: 
             "FAKE_CLIENT": f"{variant.client_id}:{variant.client_secret}",
             "FAKE_TOKENS": json.dumps(TOKENS),
         },
+        **kwargs,
     )
 
 
 def start_dovecot(
     resources: Resources, images: dict[str, str], network: Any, variant: Variant, what: str = "dovecot",
-    settings: Optional[Settings] = None,
+    settings: Optional[Settings] = None, **kwargs: Any,
 ) -> Any:
     ports: dict[str, Any] = {f"{layout.IMAP_PORT}/tcp": ("127.0.0.1", None)}
     if (settings or variant.settings).tls is not None:
@@ -592,6 +595,7 @@ def start_dovecot(
         alias=layout.DOVECOT_HOST if what == "dovecot" else None,
         ports=ports,
         volumes={resources.volume(f"{what}-mail").name: {"bind": layout.MAIL_DIR, "mode": "rw"}, **variant.tls_binds()},
+        **kwargs,
     )
 
 
@@ -620,8 +624,9 @@ def running_stack(
         )
         dns.reload()
         resolver = [dns.attrs["NetworkSettings"]["Networks"][network.name]["IPAddress"]]
-        authentik = start_fake_authentik(resources, images, network, variant, pki)
-        dovecot = start_dovecot(resources, images, network, variant)
+        # Every container of the stack resolves through the test zone only.
+        authentik = start_fake_authentik(resources, images, network, variant, pki, dns=resolver)
+        dovecot = start_dovecot(resources, images, network, variant, dns=resolver)
         opendkim = resources.container(
             "opendkim",
             images["opendkim"],
@@ -651,6 +656,7 @@ def running_stack(
             alias=layout.ROUNDCUBE_HOST,
             ports={f"{layout.HTTP_PORT}/tcp": ("127.0.0.1", None)},
             volumes={resources.volume("roundcube-db").name: {"bind": layout.ROUNDCUBE_DB_DIR, "mode": "rw"}},
+            dns=resolver,
         )
         stack = Stack(variant, resources, network, authentik, dovecot, postfix, roundcube, opendkim, dns, sender)
         stack.ports = {

@@ -116,6 +116,9 @@ def test_mail_from_a_submission_port_is_signed_and_verifies_against_the_publishe
     assert not dkim.verify(tamper_body(raw), dnsfunc=dnsfunc(stack))
     # Signed, not verified: a submission gets no DKIM verdict of its own.
     assert not [h for h in headers(raw, "Authentication-Results") if "dkim=" in h]
+    # OpenDKIM's syslog lines reach the container's log.
+    logs = stack.opendkim.logs().decode(errors="replace")
+    assert f"DKIM-Signature field added (s={settings.dkim_selector}, d={settings.mail_domain})" in logs, logs[-2000:]
 
 
 def send_inbound(stack: Stack, raw: bytes, sender: str, recipient: str) -> None:
@@ -183,8 +186,8 @@ def test_a_client_that_talks_before_the_greeting_is_dropped(stack: Stack) -> Non
     assert f"DISCONNECT [{address}]" in logs and f"connect from unknown[{address}]" not in logs, logs[-3000:]
 
 
-def test_postfix_and_opendkim_resolve_only_through_the_test_zone(stack: Stack) -> None:
-    for container in (stack.postfix, stack.opendkim):
+def test_every_container_of_the_stack_resolves_only_through_the_test_zone(stack: Stack) -> None:
+    for container in (stack.postfix, stack.opendkim, stack.dovecot, stack.roundcube, stack.authentik):
         container.reload()
         assert container.attrs["HostConfig"]["Dns"] == [
             stack.dns.attrs["NetworkSettings"]["Networks"][stack.network.name]["IPAddress"]

@@ -223,7 +223,9 @@ def _tar_files(files: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-def start_test_services(client: docker.DockerClient, declared: Capture) -> Callable[[Deployment], list[str]]:
+def start_test_services(
+    client: docker.DockerClient, declared: Capture, prefix: str = PREFIX
+) -> Callable[[Deployment], list[str]]:
     """The test's DNS zone and receiving SMTP server, on the deployment's network (see deploy())."""
 
     def start(deployment: Deployment) -> list[str]:
@@ -233,7 +235,7 @@ def start_test_services(client: docker.DockerClient, declared: Capture) -> Calla
         def create(name: str, entrypoint: list[str], files: dict[str, bytes], aliases: list[str], **host: Any) -> Any:
             created = api.create_container(
                 image=TESTNET_IMAGE,
-                name=f"{PREFIX}-{name}",
+                name=f"{prefix}-{name}",
                 entrypoint=entrypoint,
                 working_dir=zone.RECEIVER_DIR,
                 host_config=api.create_host_config(**host),
