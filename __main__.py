@@ -6,10 +6,12 @@ Reads the stack's settings, builds the components, exports the endpoints.
 import pulumi
 
 from components.credentials import Credentials
+from components.dkim import DkimKeys
 from components.dockerhost import DockerHost, DockerHostArgs
 from components.identity import IdentityProviderClient, IdentityProviderClientArgs
 from components.images import ServiceImages, ServiceImagesArgs
 from components.mailserver import MailServer, MailServerArgs
+from components.render.dns import dns_records, mta_sts_policy, mta_sts_policy_url
 from components.settings import SettingsError, load_settings
 from components.stack_config import stack_config
 from components.webmail import Webmail, WebmailArgs
@@ -25,6 +27,7 @@ stack = pulumi.get_stack()
 prefix = f"roundcube-authentik-{stack}"
 
 credentials = Credentials("credentials")
+dkim = DkimKeys("dkim", settings.dkim_selectors)
 
 identity = IdentityProviderClient(
     "authentik",
@@ -61,8 +64,10 @@ mail = MailServer(
         network_name=host.network_name,
         dovecot_image=images.ids["dovecot"],
         postfix_image=images.ids["postfix"],
+        opendkim_image=images.ids["opendkim"],
         client_id=credentials.client_id,
         client_secret=credentials.client_secret,
+        dkim_private_key=dkim.signing_key_pem,
     ),
     opts=on_host,
 )
@@ -90,3 +95,13 @@ pulumi.export("client_id", pulumi.Output.unsecret(credentials.client_id))
 pulumi.export("client_secret", credentials.client_secret)
 pulumi.export("imap_endpoint", mail.imap_endpoint)
 pulumi.export("submission_endpoint", mail.submission_endpoint)
+# What to publish in DNS for mail_domain (public keys only): see the README.
+selectors = settings.dkim_selectors
+pulumi.export(
+    "dns_records",
+    pulumi.Output.all(*(dkim.public_keys[s] for s in selectors)).apply(
+        lambda pems: dns_records(settings, dict(zip(selectors, pems)))
+    ),
+)
+if settings.tls is not None:
+    pulumi.export("mta_sts_policy", {"url": mta_sts_policy_url(settings), "content": mta_sts_policy(settings)})

@@ -34,6 +34,7 @@ class File:
     content: pulumi.Input[str]
     mode: str = "0644"
     group: str = "0"  # numeric: the provider would resolve names on the deploying machine
+    owner: str = "0"
 
 
 # Debian's fixed ids (base-passwd), valid in every image built from Debian.
@@ -67,6 +68,10 @@ CAPABILITIES: dict[str, dict[str, str]] = {
         "SETUID": "daemons switch to the postfix user",
         "SETGID": "the same switches set their groups",
         "KILL": "the root master signals its children running as postfix",
+    },
+    "opendkim": {
+        "SETUID": "OpenDKIM drops from root to the opendkim user (UserID) after reading its config",
+        "SETGID": "the same switch sets its groups",
     },
     "roundcube": {
         "CHOWN": "the entrypoint owns the config and the sqlite folder for www-data",
@@ -186,7 +191,7 @@ def declare_container(
         # Written into the container before it starts. A changed file replaces
         # the container; the volumes above stay.
         uploads=[
-            docker.ContainerUploadArgs(file=path, content=f.content, permissions=f.mode, owner="0", group=f.group)
+            docker.ContainerUploadArgs(file=path, content=f.content, permissions=f.mode, owner=f.owner, group=f.group)
             for path, f in sorted(spec.files.items())
         ],
         opts=pulumi.ResourceOptions(parent=parent, delete_before_replace=True),

@@ -1,4 +1,4 @@
-"""The three service images, built on the Docker host from images/<service>/Dockerfile."""
+"""The service images, built on the Docker host from images/<service>/Dockerfile."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Optional
 import pulumi
 import pulumi_docker as docker
 
-SERVICES = ("dovecot", "postfix", "roundcube")
+SERVICES = ("dovecot", "postfix", "roundcube", "opendkim")
 
 
 @dataclass

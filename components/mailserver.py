@@ -8,9 +8,11 @@ from typing import Optional
 import pulumi
 
 from components import containers
-from components.containers import Bind, File, Mount, Publish, ServiceSpec
+from components.containers import Bind, File, Healthcheck, Mount, Publish, ServiceSpec
 from components.render import layout
 from components.render.dovecot import render_dovecot_conf
+from components.render.opendkim import render_opendkim_conf, render_opendkim_unbound_conf
+from components.render.policyd_spf import render_policyd_spf_conf
 from components.render.postfix import render_postfix_main_cf, render_postfix_master_cf
 from components.settings import Settings
 
@@ -22,8 +24,10 @@ class MailServerArgs:
     network_name: pulumi.Input[str]
     dovecot_image: pulumi.Input[str]
     postfix_image: pulumi.Input[str]
+    opendkim_image: pulumi.Input[str]
     client_id: pulumi.Input[str]
     client_secret: pulumi.Input[str]
+    dkim_private_key: pulumi.Input[str]  # PEM, secret: the key of settings.dkim_selector
 
 
 class MailServer(pulumi.ComponentResource):
@@ -53,6 +57,18 @@ class MailServer(pulumi.ComponentResource):
         postfix_files = {
             layout.POSTFIX_MAIN_CF: File(render_postfix_main_cf(settings)),
             layout.POSTFIX_MASTER_CF: File(render_postfix_master_cf(settings)),
+            layout.POLICYD_SPF_CONF: File(render_policyd_spf_conf(settings)),
+        }
+        # OpenDKIM refuses a key that anyone but its own user could read.
+        opendkim_files = {
+            layout.OPENDKIM_CONF: File(render_opendkim_conf(settings)),
+            layout.OPENDKIM_UNBOUND_CONF: File(render_opendkim_unbound_conf()),
+            layout.dkim_key_file(settings.dkim_selector): File(
+                pulumi.Output.secret(args.dkim_private_key),
+                mode="0600",
+                owner=str(layout.OPENDKIM_UID),
+                group=str(layout.OPENDKIM_GID),
+            ),
         }
         if settings.authentik_ca_pem is not None:
             dovecot_files[layout.AUTHENTIK_CA_FILE] = File(settings.authentik_ca_pem)
@@ -108,6 +124,23 @@ class MailServer(pulumi.ComponentResource):
                 memory_mb=settings.memory_mb.postfix,
                 healthcheck=containers.greets(layout.SMTP_PORT, "220 "),
                 binds=tls_mounts,
+            ),
+            volumes,
+        )
+
+        # Signs submitted mail and verifies inbound mail for Postfix (its milter).
+        # OpenDKIM is PID 1: if it dies the container exits and Docker restarts it.
+        self.opendkim = containers.declare_container(
+            self,
+            f"{name}-opendkim",
+            f"{args.name_prefix}-opendkim",
+            ServiceSpec(
+                service=layout.OPENDKIM_HOST,
+                image=args.opendkim_image,
+                network_name=args.network_name,
+                files=opendkim_files,
+                memory_mb=settings.memory_mb.opendkim,
+                healthcheck=Healthcheck(["CMD", "/usr/local/bin/healthcheck"], start_period="10s"),
             ),
             volumes,
         )

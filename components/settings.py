@@ -25,6 +25,14 @@ _IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/:@-]*$")
 _STAMP = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _SIZE = re.compile(r"^[1-9][0-9]{0,5}[MGT]$")
 _RELAY = re.compile(r"^(\[[a-z0-9.-]+\]|[a-z0-9.-]+)(:\d{1,5})?$")
+# A DKIM selector is one DNS label (RFC 6376 3.1): <selector>._domainkey.<domain>.
+_SELECTOR = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+# A DNSBL zone for postscreen, optionally with a weight: zen.spamhaus.org*2.
+_DNSBL = re.compile(r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}(\*-?\d{1,2})?$")
+_ADDRESS = re.compile(r"^[A-Za-z0-9._%+-]+@([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+# The default DKIM selector: short and dated (year and month the key was
+# introduced). Rotation is a change of selector; see the README.
+DEFAULT_DKIM_SELECTOR = "s202612"
 
 
 class SettingsError(ValueError):
@@ -89,6 +97,7 @@ class MemoryLimits(_Strict):
     dovecot: int = 512
     postfix: int = 256
     roundcube: int = 512
+    opendkim: int = 128
 
     @field_validator("*")
     @classmethod
@@ -150,6 +159,17 @@ class Settings(_Strict):
     )
     protect_volumes: bool = True
     tls: Optional[TlsFiles] = None
+    # -- mail the internet accepts (DKIM, SPF, DMARC, inbound checks) -----------
+    dkim_selector: str = Field(DEFAULT_DKIM_SELECTOR, description="selector of the key that signs outgoing mail")
+    dkim_extra_selectors: list[str] = Field(
+        default_factory=list,
+        description="selectors whose keys are kept and listed in dns_records without signing (key rotation)",
+    )
+    dmarc_policy: str = Field("quarantine", description="DMARC p=: none, quarantine or reject")
+    report_address: Optional[str] = Field(None, description="mailbox for DMARC aggregate and TLS-RPT reports")
+    mta_sts_mode: str = Field("testing", description="MTA-STS policy mode (with tls): testing or enforce")
+    relay_spf_include: Optional[str] = Field(None, description="SPF include: for relay_host; default its host name")
+    dnsbl_sites: list[str] = Field(default_factory=list, description="postscreen DNSBL zones; empty: no DNSBL query")
 
     _authentik_ca_pem: Optional[str] = PrivateAttr(None)
 
@@ -255,6 +275,59 @@ class Settings(_Strict):
             self._authentik_ca_pem = _pem_text(self.authentik_ca_file)
         return self
 
+    @field_validator("dkim_selector")
+    @classmethod
+    def _selector(cls, value: str) -> str:
+        if not _SELECTOR.match(value):
+            raise ValueError(f"must be one DNS label of lower-case letters, digits and '-' (e.g. s202612), got {value!r}")
+        return value
+
+    @field_validator("dkim_extra_selectors")
+    @classmethod
+    def _selectors(cls, value: list[str]) -> list[str]:
+        for selector in value:
+            if not _SELECTOR.match(selector):
+                raise ValueError(f"each must be one DNS label of lower-case letters, digits and '-', got {selector!r}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"must not repeat a selector, got {value}")
+        return value
+
+    @field_validator("dmarc_policy")
+    @classmethod
+    def _dmarc(cls, value: str) -> str:
+        if value not in ("none", "quarantine", "reject"):
+            raise ValueError(f"must be none, quarantine or reject, got {value!r}")
+        return value
+
+    @field_validator("mta_sts_mode")
+    @classmethod
+    def _mta_sts(cls, value: str) -> str:
+        if value not in ("testing", "enforce"):
+            raise ValueError(f"must be testing or enforce, got {value!r}")
+        return value
+
+    @field_validator("report_address")
+    @classmethod
+    def _report_address(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not _ADDRESS.match(value):
+            raise ValueError(f"must be an email address such as dmarc-reports@example.com, got {value!r}")
+        return value
+
+    @field_validator("relay_spf_include")
+    @classmethod
+    def _spf_include(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not _DOMAIN.match(value.lower()):
+            raise ValueError(f"must be a DNS name such as spf.relay.example.net, got {value!r}")
+        return None if value is None else value.lower()
+
+    @field_validator("dnsbl_sites")
+    @classmethod
+    def _dnsbl(cls, value: list[str]) -> list[str]:
+        for site in value:
+            if not _DNSBL.match(site):
+                raise ValueError(f"each must be a DNSBL zone, optionally weighted (zen.spamhaus.org*2), got {site!r}")
+        return value
+
     # -- rules across fields -------------------------------------------------
 
     @model_validator(mode="after")
@@ -284,6 +357,24 @@ class Settings(_Strict):
                 f"ports.submission on {submission} needs tls: tokens would cross the network "
                 "in clear; set tls or publish on 127.0.0.1"
             )
+        loopback = ipaddress.ip_address(self.publish_address).is_loopback
+        if not loopback:
+            if self.ports.imap is not None:
+                problems.append(
+                    f"ports.imap (plain IMAP) may only be published on a loopback publish_address, "
+                    f"got {self.publish_address}; use ports.imaps with tls"
+                )
+            if self.ports.submission is not None and self.tls is None:
+                problems.append(
+                    f"ports.submission on {self.publish_address} needs tls: tokens would cross the network "
+                    "in clear; set tls or publish on 127.0.0.1"
+                )
+        if self.dkim_selector in self.dkim_extra_selectors:
+            problems.append(
+                f"dkim_extra_selectors repeats dkim_selector {self.dkim_selector!r}; list only the other selectors"
+            )
+        if self.relay_spf_include is not None and self.relay_host is None:
+            problems.append("relay_spf_include needs relay_host; set relay_host or leave relay_spf_include unset")
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -307,6 +398,20 @@ class Settings(_Strict):
     def authentik_backchannel_url(self) -> str:
         """Where Roundcube and Dovecot send token, userinfo and introspection requests."""
         return self.authentik_internal_url or self.authentik_url
+
+    @property
+    def dkim_selectors(self) -> list[str]:
+        """Every selector with a key: the signing one first."""
+        return [self.dkim_selector, *self.dkim_extra_selectors]
+
+    @property
+    def spf_include(self) -> Optional[str]:
+        """The domain whose SPF record covers relay_host, when mail leaves through it."""
+        if self.relay_spf_include is not None:
+            return self.relay_spf_include
+        if self.relay_host is None:
+            return None
+        return self.relay_host.lower().split("]")[0].lstrip("[").split(":")[0]
 
     @property
     def redirect_uri(self) -> str:

@@ -9,6 +9,7 @@ from here, so each of them sees exactly what `pulumi up` would be asked for.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -79,14 +80,14 @@ class Capture:
 class SecretMaker:
     """Values for generated secrets: random (to deploy) or stable placeholders (to show)."""
 
-    def __init__(self, placeholders: bool, kept: Optional[dict[str, str]] = None) -> None:
+    def __init__(self, placeholders: bool, kept: Optional[dict[str, dict[str, Any]]] = None) -> None:
         self.placeholders = placeholders
-        self.kept = kept or {}
+        self.kept = kept or {}  # resource name -> the outputs an earlier run generated
 
     def random_result(self, name: str, inputs: dict[str, Any]) -> str:
         length = int(inputs.get("length", 32))
         if name in self.kept:
-            return self.kept[name]
+            return self.kept[name]["result"]
         if self.placeholders:
             return placeholder(name)
         alphabet = string.ascii_letters + string.digits
@@ -96,6 +97,42 @@ class SecretMaker:
 
     def config_secret(self, key: str) -> str:
         return placeholder("config." + key.replace(":", "."))
+
+    def private_key(self, name: str, inputs: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+        """pulumi-tls PrivateKey outputs: (secret ones, public ones), as the provider names them.
+
+        Real: a fresh RSA key of rsaBits (cryptography), in the provider's
+        formats (PKCS#1 PEM, PKCS#8 PEM, SubjectPublicKeyInfo PEM). Placeholders:
+        stable text, with a public PEM whose body is valid base64.
+        """
+        if name in self.kept:
+            outputs = self.kept[name]
+            return ({k: outputs[k] for k in ("privateKeyPem", "privateKeyPemPkcs8", "privateKeyOpenssh")},
+                    {k: outputs[k] for k in ("publicKeyPem", "publicKeyOpenssh")})
+        if inputs.get("algorithm") != "RSA":
+            raise NotImplementedError(f"{name}: the mocks make RSA keys only, got {inputs.get('algorithm')!r}")
+        if self.placeholders:
+            body = base64.b64encode(f"placeholder public key of {name}".encode()).decode()
+            public_pem = f"-----BEGIN PUBLIC KEY-----\n{body}\n-----END PUBLIC KEY-----\n"
+            secret = {k: placeholder(f"{name}.{k}") for k in ("privateKeyPem", "privateKeyPemPkcs8", "privateKeyOpenssh")}
+            return secret, {"publicKeyPem": public_pem, "publicKeyOpenssh": f"ssh-rsa {body}\n"}
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        key = rsa.generate_private_key(public_exponent=65537, key_size=int(inputs.get("rsaBits", 2048)))
+        pem, none = serialization.Encoding.PEM, serialization.NoEncryption()
+        secret = {
+            "privateKeyPem": key.private_bytes(pem, serialization.PrivateFormat.TraditionalOpenSSL, none).decode(),
+            "privateKeyPemPkcs8": key.private_bytes(pem, serialization.PrivateFormat.PKCS8, none).decode(),
+            "privateKeyOpenssh": key.private_bytes(pem, serialization.PrivateFormat.OpenSSH, none).decode(),
+        }
+        public = key.public_key()
+        return secret, {
+            "publicKeyPem": public.public_bytes(pem, serialization.PublicFormat.SubjectPublicKeyInfo).decode(),
+            "publicKeyOpenssh": public.public_bytes(
+                serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+            ).decode() + "\n",
+        }
 
 
 PLACEHOLDER_PREFIX = "__SECRET_"
@@ -137,6 +174,12 @@ class _ProgramMocks(pulumi.runtime.Mocks):
         plain = _unwrap(args.inputs, "", set())
         if args.typ in ("random:index/randomPassword:RandomPassword", "random:index/randomString:RandomString"):
             state["result"] = rpc.wrap_rpc_secret(self.maker.random_result(args.name, plain))
+            return f"{args.name}-id", state
+        if args.typ == "tls:index/privateKey:PrivateKey":
+            # The provider marks the private forms secret (additional_secret_outputs).
+            secret, public = self.maker.private_key(args.name, plain)
+            state.update({k: rpc.wrap_rpc_secret(v) for k, v in secret.items()})
+            state.update(public)
             return f"{args.name}-id", state
         if args.typ == "docker:index/image:Image":
             # Without a push the provider reports the local image id here.
@@ -230,7 +273,7 @@ def capture(
     earlier: an earlier capture of the same stack (an update): its generated values
     are kept, as `pulumi up` keeps random resources in the stack's state.
     """
-    maker = SecretMaker(placeholders, kept=_random_results(earlier))
+    maker = SecretMaker(placeholders, kept=_generated_outputs(earlier))
     mocks = _ProgramMocks(maker)
     monitor = _RecordingMonitor(mocks)
     exports: dict[str, Any] = {}
@@ -288,7 +331,12 @@ def capture_stack(stack: str, *, placeholders: bool = True, project_dir: Path = 
     return capture(stack, config, placeholders=placeholders, project_dir=project_dir)
 
 
-def _random_results(previous: Optional[Capture]) -> dict[str, str]:
+# Generated values Pulumi keeps in a stack's state from one update to the next.
+_GENERATED = ("random:index/randomPassword:RandomPassword", "random:index/randomString:RandomString",
+              "tls:index/privateKey:PrivateKey")
+
+
+def _generated_outputs(previous: Optional[Capture]) -> dict[str, dict[str, Any]]:
     if previous is None:
         return {}
-    return {r.name: r.outputs["result"] for r in previous.resources if r.type.startswith("random:") and "result" in r.outputs}
+    return {r.name: r.outputs for r in previous.resources if r.type in _GENERATED}

@@ -8,6 +8,7 @@ agree on these names; change them here and in the Dockerfiles together.
 DOVECOT_HOST = "dovecot"
 POSTFIX_HOST = "postfix"
 ROUNDCUBE_HOST = "roundcube"
+OPENDKIM_HOST = "opendkim"
 
 # Ports inside the containers.
 IMAP_PORT = 143          # Roundcube, and plain IMAP when published on loopback
@@ -18,6 +19,7 @@ SMTP_PORT = 25           # inbound mail
 SUBMISSION_PORT = 587    # mail clients; TLS required for AUTH when tls is set
 WEBMAIL_SUBMISSION_PORT = 10587  # Roundcube only: private network, never published
 HTTP_PORT = 80           # Roundcube behind Apache
+MILTER_PORT = 8891       # OpenDKIM's milter, asked by Postfix on the private network
 
 # Files the program uploads.
 DOVECOT_CONF = "/etc/dovecot/dovecot.conf"
@@ -27,6 +29,10 @@ ROUNDCUBE_CONFIG = "/etc/roundcube/config.inc.php"
 AUTHENTIK_CA_FILE = "/etc/roundcube-authentik/authentik-ca.pem"
 TLS_CERT_FILE = "/etc/roundcube-authentik/tls/cert.pem"
 TLS_KEY_FILE = "/etc/roundcube-authentik/tls/key.pem"
+OPENDKIM_CONF = "/etc/opendkim.conf"
+OPENDKIM_UNBOUND_CONF = "/etc/opendkim/unbound.conf"  # its DNS resolver's configuration
+OPENDKIM_KEY_DIR = "/etc/opendkim/keys"     # <selector>.pem, owned by the opendkim user, mode 0600
+POLICYD_SPF_CONF = "/etc/postfix-policyd-spf-python/policyd-spf.conf"
 
 # Volumes: the data that must survive every config change.
 MAIL_DIR = "/var/mail"                      # Dovecot maildirs
@@ -37,3 +43,10 @@ ROUNDCUBE_DB_FILE = f"{ROUNDCUBE_DB_DIR}/roundcube.sqlite"
 # The owner of the maildirs; fixed so a rebuilt image still owns old mail.
 VMAIL_UID = 5000
 VMAIL_GID = 5000
+# The opendkim user of images/opendkim, fixed so the uploaded key's owner is known.
+OPENDKIM_UID = 5010
+OPENDKIM_GID = 5010
+
+
+def dkim_key_file(selector: str) -> str:
+    return f"{OPENDKIM_KEY_DIR}/{selector}.pem"

@@ -6,6 +6,7 @@ to Dovecot over LMTP. Nothing is chrooted: the container is the sandbox.
 from __future__ import annotations
 
 from components.render import layout
+from components.render.opendkim import ORIGINATING
 from components.settings import Settings
 
 _HEADER = [
@@ -65,12 +66,37 @@ def render_postfix_main_cf(settings: Settings) -> str:
         "smtpd_relay_restrictions = permit_sasl_authenticated, reject_unauth_destination",
         f"smtpd_sender_login_maps = {SENDER_LOGIN_MAP}",
         "",
+        "# DKIM: OpenDKIM signs what the submission ports accept and verifies what",
+        "# arrives on port 25. Without it no mail passes (tempfail), never unsigned.",
+        f"smtpd_milters = inet:{layout.OPENDKIM_HOST}:{layout.MILTER_PORT}",
+        "non_smtpd_milters =",
+        "milter_default_action = tempfail",
+        "milter_protocol = 6",
+        "",
+        "# Port 25 goes through postscreen first: clients that talk before the",
+        "# greeting are dropped; DNSBL zones only when dnsbl_sites lists some.",
+        "postscreen_greet_action = drop",
+        "postscreen_access_list = permit_mynetworks",
+        *_dnsbl(settings),
+        "# SPF of inbound mail (policyd-spf, see master.cf), at most one per session.",
+        "policyd-spf_time_limit = 3600",
+        "",
         "# Outbound: TLS when the other side offers it.",
         "smtp_tls_security_level = may",
         "smtp_tls_CApath = /etc/ssl/certs",
         *_server_tls(settings),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _dnsbl(settings: Settings) -> list[str]:
+    if not settings.dnsbl_sites:
+        return ["postscreen_dnsbl_sites ="]
+    return [
+        f"postscreen_dnsbl_sites = {', '.join(settings.dnsbl_sites)}",
+        "postscreen_dnsbl_threshold = 1",
+        "postscreen_dnsbl_action = enforce",
+    ]
 
 
 def _server_tls(settings: Settings) -> list[str]:
@@ -112,7 +138,12 @@ _INTERNAL_SERVICES = [
     ("anvil", "unix", "-", "-", "n", "-", "1", "anvil"),
     ("scache", "unix", "-", "-", "n", "-", "1", "scache"),
     ("postlog", "unix-dgram", "n", "-", "n", "-", "1", "postlogd"),
+    ("dnsblog", "unix", "-", "-", "n", "-", "0", "dnsblog"),
+    ("tlsproxy", "unix", "-", "-", "n", "-", "0", "tlsproxy"),
 ]
+
+# Port 25: the recipient must be ours, then the sender's SPF is checked.
+INBOUND_RECIPIENT_RULES = "reject_unauth_destination,check_policy_service,unix:private/policyd-spf"
 
 
 def render_postfix_master_cf(settings: Settings) -> str:
@@ -120,6 +151,8 @@ def render_postfix_master_cf(settings: Settings) -> str:
     # Submission ports: only authenticated clients, each sending as itself.
     submission_rules = [
         "smtpd_sasl_auth_enable=yes",
+        # OpenDKIM signs the mail of these ports only (its MacroList).
+        f"milter_macro_daemon_name={ORIGINATING}",
         "smtpd_client_restrictions=permit_sasl_authenticated,reject",
         "smtpd_sender_restrictions=reject_sender_login_mismatch",
         "smtpd_relay_restrictions=permit_sasl_authenticated,reject",
@@ -128,10 +161,18 @@ def render_postfix_master_cf(settings: Settings) -> str:
         *_HEADER,
         "# service   type  private unpriv  chroot  wakeup  maxproc command + args",
         "",
-        "# Inbound mail for the mail domain (MX).",
-        _service(str(layout.SMTP_PORT), "inet", "n", "-", "n", "-", "-", "smtpd"),
+        "# Inbound mail for the mail domain (MX): postscreen, then smtpd.",
+        _service(str(layout.SMTP_PORT), "inet", "n", "-", "n", "-", "1", "postscreen"),
         _option("syslog_name=postfix/smtp"),
         *([_option("smtpd_tls_security_level=may")] if tls else []),
+        _service("smtpd", "pass", "-", "-", "n", "-", "-", "smtpd"),
+        _option("syslog_name=postfix/smtp"),
+        *([_option("smtpd_tls_security_level=may")] if tls else []),
+        _option(f"smtpd_recipient_restrictions={INBOUND_RECIPIENT_RULES}"),
+        "",
+        "# The SPF policy service of port 25 (postfix-policyd-spf-python).",
+        _service("policyd-spf", "unix", "-", "n", "n", "-", "0", "spawn"),
+        f"  user=policyd-spf argv=/usr/bin/policyd-spf {layout.POLICYD_SPF_CONF}",
         "",
         "# Mail clients. With tls, AUTH is offered only after STARTTLS.",
         _service(str(layout.SUBMISSION_PORT), "inet", "n", "-", "n", "-", "-", "smtpd"),

@@ -38,23 +38,29 @@ import docker.errors
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from components import containers as declared
 from components.render import layout
+from components.render.dns import dkim_txt_value, dns_records
 from components.render.dovecot import render_dovecot_conf
+from components.render.opendkim import render_opendkim_conf, render_opendkim_unbound_conf
+from components.render.policyd_spf import render_policyd_spf_conf
 from components.render.postfix import render_postfix_main_cf, render_postfix_master_cf
 from components.render.roundcube import render_roundcube_config
 from components.webmail import LOGIN_PAGE_CHECK
 from components.settings import Settings, load_settings
 from offline.stack_file import read_stack_text, settings_document
+from tests.testnet import zone
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 PREFIX = "rca-daemon-test-"
 BASE_IMAGE = "debian:trixie-slim"
-SERVICES = ("dovecot", "postfix", "roundcube")
+SERVICES = ("dovecot", "postfix", "roundcube", "opendkim")
+# Checkouts sharing one engine build their own tags (tests/e2e/environment.py).
+INSTANCE = os.environ.get("E2E_INSTANCE", "")
 WWW_DATA_GID = 33  # Debian's fixed id, as in components/containers.py
 FAKE_AUTHENTIK_SCRIPT = "/srv/fake_authentik.php"
 FAKE_AUTHENTIK_PEM = "/srv/authentik.pem"
@@ -213,6 +219,19 @@ class Variant:
     client_secret: str
     des_key: str
     fake_listen: str  # where the fake authentik listens, matching settings.authentik_url
+    dkim_key: rsa.RSAPrivateKey  # as pulumi-tls makes it: RSA 2048, PKCS#1 PEM
+
+    @property
+    def dkim_private_pem(self) -> bytes:
+        return self.dkim_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        )
+
+    @property
+    def dkim_public_pem(self) -> str:
+        return self.dkim_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ).decode()
 
     def dovecot_conf(self, settings: Optional[Settings] = None) -> str:
         return render_dovecot_conf(settings or self.settings, self.client_id, self.client_secret)
@@ -231,6 +250,17 @@ class Variant:
         return {
             layout.POSTFIX_MAIN_CF: Upload(render_postfix_main_cf(self.settings).encode()),
             layout.POSTFIX_MASTER_CF: Upload(render_postfix_master_cf(self.settings).encode()),
+            layout.POLICYD_SPF_CONF: Upload(render_policyd_spf_conf(self.settings).encode()),
+        }
+
+    def opendkim_files(self) -> dict[str, Upload]:
+        """As components/mailserver.py uploads them: the key owned by opendkim, 0600."""
+        return {
+            layout.OPENDKIM_CONF: Upload(render_opendkim_conf(self.settings).encode()),
+            layout.OPENDKIM_UNBOUND_CONF: Upload(render_opendkim_unbound_conf().encode()),
+            layout.dkim_key_file(self.settings.dkim_selector): Upload(
+                self.dkim_private_pem, 0o600, layout.OPENDKIM_UID, layout.OPENDKIM_GID
+            ),
         }
 
     def roundcube_files(self) -> dict[str, Upload]:
@@ -276,6 +306,7 @@ def make_variant(name: str, pki: Pki, **overrides: Any) -> Variant:
         client_secret=_alphanumeric(128),
         des_key=_alphanumeric(24),
         fake_listen=listen,
+        dkim_key=rsa.generate_private_key(public_exponent=65537, key_size=2048),
     )
 
 
@@ -284,9 +315,7 @@ def make_variant(name: str, pki: Pki, **overrides: Any) -> Variant:
 
 def _build(service: str) -> tuple[str, float]:
     client = docker.from_env(timeout=1800)
-    # Checkouts sharing one engine (E2E_INSTANCE) each build their own tags.
-    instance = os.environ.get("E2E_INSTANCE", "")
-    tag = f"roundcube-authentik/{service}:test{'-' + instance if instance else ''}"
+    tag = f"roundcube-authentik/{service}:test{'-' + INSTANCE if INSTANCE else ''}"
     started = time.monotonic()
     try:
         client.images.build(
@@ -306,7 +335,7 @@ def _build(service: str) -> tuple[str, float]:
 
 
 def build_images(docker_client: docker.DockerClient) -> dict[str, str]:
-    """Builds the three images (cached by the engine after the first run)."""
+    """Builds the service images and the test network's image (cached by the engine after the first run)."""
     try:
         docker_client.images.get(BASE_IMAGE)
     except docker.errors.ImageNotFound:
@@ -315,7 +344,11 @@ def build_images(docker_client: docker.DockerClient) -> dict[str, str]:
         results = dict(zip(SERVICES, pool.map(_build, SERVICES)))
     for service, (tag, seconds) in results.items():
         print(f"image {tag} ready in {seconds:.1f}s")
-    return {service: tag for service, (tag, _) in results.items()}
+    built = {service: tag for service, (tag, _) in results.items()}
+    built["testnet"] = zone.build_image(
+        docker_client, f"roundcube-authentik/testnet:test{'-' + INSTANCE if INSTANCE else ''}", BASE_IMAGE
+    )
+    return built
 
 
 class Resources:
@@ -474,6 +507,9 @@ class Stack:
     dovecot: Any
     postfix: Any
     roundcube: Any
+    opendkim: Any
+    dns: Any           # the test zone's dnsmasq, the only resolver Postfix and OpenDKIM reach
+    sender: "OutsideSender"
     ports: dict[str, int] = field(default_factory=dict)
 
     def introspection_requests(self) -> list[dict[str, Any]]:
@@ -481,8 +517,44 @@ class Stack:
 
     def logs(self) -> str:
         return "\n".join(
-            f"=== {c.name}\n{container_logs(c)}" for c in (self.authentik, self.dovecot, self.postfix, self.roundcube)
+            f"=== {c.name}\n{container_logs(c)}"
+            for c in (self.authentik, self.dovecot, self.postfix, self.roundcube, self.opendkim, self.dns)
         )
+
+    def zone(self) -> dict[str, str]:
+        """TXT records the test zone serves: name -> value."""
+        return self.sender.zone_txt | {
+            r["name"]: r["value"] for r in dns_records(self.variant.settings, self.public_keys()) if r["type"] == "TXT"
+        }
+
+    def public_keys(self) -> dict[str, str]:
+        return {self.variant.settings.dkim_selector: self.variant.dkim_public_pem}
+
+
+@dataclass
+class OutsideSender:
+    """Another domain on the internet, sending to the stack's port 25 (its key signs with dkimpy)."""
+
+    domain: str
+    selector: str
+    key: rsa.RSAPrivateKey
+    client_address: str  # where its SMTP connections come from, as Postfix sees them
+
+    @property
+    def private_pem(self) -> bytes:
+        return self.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        )
+
+    @property
+    def zone_txt(self) -> dict[str, str]:
+        public = self.key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ).decode()
+        return {
+            f"{self.selector}._domainkey.{self.domain}": dkim_txt_value(public),
+            self.domain: f"v=spf1 ip4:{self.client_address} -all",
+        }
 
 
 def introspection_requests(authentik: Any) -> list[dict[str, Any]]:
@@ -491,7 +563,9 @@ def introspection_requests(authentik: Any) -> list[dict[str, Any]]:
     return [entry for entry in map(json.loads, lines) if "request" in entry]
 
 
-def start_fake_authentik(resources: Resources, images: dict[str, str], network: Any, variant: Variant, pki: Pki) -> Any:
+def start_fake_authentik(
+    resources: Resources, images: dict[str, str], network: Any, variant: Variant, pki: Pki, **kwargs: Any
+) -> Any:
     return resources.container(
         "authentik",
         images["roundcube"],
@@ -508,6 +582,7 @@ def start_fake_authentik(resources: Resources, images: dict[str, str], network: 
             "FAKE_CLIENT": f"{variant.client_id}:{variant.client_secret}",
             "FAKE_TOKENS": json.dumps(TOKENS),
         },
+        **kwargs,
     )
 
 
@@ -523,6 +598,7 @@ def hardened(service: str, settings: Settings) -> dict[str, Any]:
         "dovecot": declared.greets(layout.IMAP_PORT, "* OK"),
         "postfix": declared.greets(layout.SMTP_PORT, "220 "),
         "roundcube": declared.Healthcheck(["CMD", "php", "-r", LOGIN_PAGE_CHECK]),
+        "opendkim": declared.Healthcheck(["CMD", "/usr/local/bin/healthcheck"], start_period="10s"),
     }[service]
     memory = getattr(settings.memory_mb, service)
     return {
@@ -545,7 +621,7 @@ def hardened(service: str, settings: Settings) -> dict[str, Any]:
 
 def start_dovecot(
     resources: Resources, images: dict[str, str], network: Any, variant: Variant, what: str = "dovecot",
-    settings: Optional[Settings] = None,
+    settings: Optional[Settings] = None, **kwargs: Any,
 ) -> Any:
     ports: dict[str, Any] = {f"{port}/tcp": ("127.0.0.1", None) for port in (layout.IMAP_PORT, layout.LMTP_PORT)}
     if (settings or variant.settings).tls is not None:
@@ -559,6 +635,7 @@ def start_dovecot(
         ports=ports,
         volumes={resources.volume(f"{what}-mail").name: {"bind": layout.MAIL_DIR, "mode": "rw"}, **variant.tls_binds()},
         **hardened("dovecot", settings or variant.settings),
+        **kwargs,
     )
 
 
@@ -570,8 +647,35 @@ def running_stack(
     resources = Resources(docker_client, f"stack-{variant.name}")
     try:
         network = resources.network()
-        authentik = start_fake_authentik(resources, images, network, variant, pki)
-        dovecot = start_dovecot(resources, images, network, variant)
+        network.reload()
+        # Connections from the host to published ports reach Postfix from the network's gateway.
+        gateway = network.attrs["IPAM"]["Config"][0]["Gateway"]
+        sender = OutsideSender("sender.example", "t1", rsa.generate_private_key(public_exponent=65537, key_size=2048), gateway)
+        records = [
+            *dns_records(variant.settings, {variant.settings.dkim_selector: variant.dkim_public_pem}),
+            *({"type": "TXT", "name": name, "value": value} for name, value in sender.zone_txt.items()),
+        ]
+        dns = resources.container(
+            "dns",
+            images["testnet"],
+            {zone.DNSMASQ_CONF: Upload(zone.dnsmasq_conf(records).encode())},
+            network=network,
+            entrypoint=zone.DNS_COMMAND,
+        )
+        dns.reload()
+        resolver = [dns.attrs["NetworkSettings"]["Networks"][network.name]["IPAddress"]]
+        # Every container of the stack resolves through the test zone only.
+        authentik = start_fake_authentik(resources, images, network, variant, pki, dns=resolver)
+        dovecot = start_dovecot(resources, images, network, variant, dns=resolver)
+        opendkim = resources.container(
+            "opendkim",
+            images["opendkim"],
+            variant.opendkim_files(),
+            network=network,
+            alias=layout.OPENDKIM_HOST,
+            dns=resolver,
+            **hardened("opendkim", variant.settings),
+        )
         postfix = resources.container(
             "postfix",
             images["postfix"],
@@ -584,6 +688,7 @@ def running_stack(
             },
             volumes={resources.volume("spool").name: {"bind": layout.POSTFIX_SPOOL_DIR, "mode": "rw"}, **variant.tls_binds()},
             **hardened("postfix", variant.settings),
+            dns=resolver,
         )
         roundcube = resources.container(
             "roundcube",
@@ -594,8 +699,9 @@ def running_stack(
             ports={f"{layout.HTTP_PORT}/tcp": ("127.0.0.1", None)},
             volumes={resources.volume("roundcube-db").name: {"bind": layout.ROUNDCUBE_DB_DIR, "mode": "rw"}},
             **hardened("roundcube", variant.settings),
+            dns=resolver,
         )
-        stack = Stack(variant, resources, network, authentik, dovecot, postfix, roundcube)
+        stack = Stack(variant, resources, network, authentik, dovecot, postfix, roundcube, opendkim, dns, sender)
         stack.ports = {
             "imap": published_port(dovecot, layout.IMAP_PORT),
             "lmtp": published_port(dovecot, layout.LMTP_PORT),
@@ -606,15 +712,21 @@ def running_stack(
         }
         if variant.settings.tls is not None:
             stack.ports["imaps"] = published_port(dovecot, layout.IMAPS_PORT)
-        everything = [authentik, dovecot, postfix, roundcube]
+        everything = [authentik, dovecot, postfix, roundcube, opendkim, dns]
         wait_until("the fake authentik", lambda: b"listening" in authentik.logs(), everything)
         wait_until("Dovecot's IMAP greeting", lambda: banner(stack.ports["imap"], b"* OK"), everything)
         for name in ("smtp", "submission", "webmail_submission"):
             wait_until(f"Postfix's {name} greeting", lambda: banner(stack.ports[name], b"220"), everything)
         wait_until("Roundcube's HTTP port", lambda: banner_http(stack.ports["http"]), everything)
+        wait_until("OpenDKIM's milter port", lambda: healthy(opendkim), everything)
         yield stack
     finally:
         resources.close()
+
+
+def healthy(container: Any) -> bool:
+    """The image's own healthcheck command, run now (Docker's schedule would wait its interval)."""
+    return container.exec_run(["/usr/local/bin/healthcheck"]).exit_code == 0
 
 
 def banner_http(port: int) -> bool:

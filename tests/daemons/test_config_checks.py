@@ -108,3 +108,32 @@ def test_roundcube_loads_hostile_credentials_unchanged(resources: Resources, ima
     dump = run_once(resources, images["roundcube"], ["php", DUMP_SCRIPT, json.dumps(keys)], files, user="www-data")
     assert dump.exit_code == 0 and dump.stderr.strip() == "", str(dump)
     assert json.loads(dump.stdout) == dict(zip(keys, [hostile, hostile[::-1], hostile, hostile]))
+
+
+def test_opendkim_accepts_the_rendered_config_and_loads_the_uploaded_key(
+    resources: Resources, images: dict[str, str], variant: Variant
+) -> None:
+    files = variant.opendkim_files()
+    check = run_once(resources, images["opendkim"], ["opendkim", "-n", "-x", layout.OPENDKIM_CONF], files)
+    assert check.exit_code == 0, str(check)
+    assert check.stdout.strip() == "" and check.stderr.strip() == "", str(check)
+    # The check really reads the key: a key others may read is refused (RequireSafeKeys).
+    key_path = layout.dkim_key_file(variant.settings.dkim_selector)
+    unsafe = {**files, key_path: replace(files[key_path], mode=0o644)}
+    refused = run_once(resources, images["opendkim"], ["opendkim", "-n", "-x", layout.OPENDKIM_CONF], unsafe)
+    assert refused.exit_code != 0, str(refused)
+
+
+def test_policyd_spf_runs_with_the_rendered_config(resources: Resources, images: dict[str, str], variant: Variant) -> None:
+    # A request from a skipped address: answered from the config alone, no DNS query.
+    request = "request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=127.0.0.1\n" \
+              "helo_name=client.test\nsender=someone@sender.test\nrecipient=alice@example.com\n\n"
+    run = run_once(
+        resources,
+        images["postfix"],
+        ["sh", "-c", f"printf '%s' \"$0\" | policyd-spf {layout.POLICYD_SPF_CONF}", request],
+        variant.postfix_files(),
+    )
+    assert run.exit_code == 0, str(run)
+    assert run.stdout.startswith("action="), str(run)
+    assert "error" not in (run.stdout + run.stderr).lower(), str(run)

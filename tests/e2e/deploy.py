@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import tarfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import docker
 from docker.models.containers import Container
@@ -26,8 +27,9 @@ CONTAINER_INPUTS = {
     "name", "image", "hostname", "restart", "networksAdvanced", "ports", "volumes", "uploads", "hosts",
     "capabilities", "securityOpts", "memory", "memorySwap", "logDriver", "logOpts", "healthcheck",
 }
-HEALTHCHECK_INPUTS = {"tests", "interval", "timeout", "retries", "startPeriod"}
 UPLOAD_INPUTS = {"file", "content", "permissions", "owner", "group"}
+HEALTHCHECK_INPUTS = {"tests", "interval", "timeout", "retries", "startPeriod"}
+_DURATION = re.compile(r"^(\d+)(ms|s|m|h)$")
 
 
 class UnsupportedDeclaration(AssertionError):
@@ -41,6 +43,9 @@ class Deployment:
     networks: list[Any] = field(default_factory=list)
     volumes: list[Any] = field(default_factory=list)
     images: dict[str, str] = field(default_factory=dict)             # declared repoDigest -> real image id
+    # Containers of the test's own (its DNS zone, its receiving SMTP server), not declared by the program.
+    test_services: list[Container] = field(default_factory=list)
+    dns: Optional[list[str]] = None  # the test zone's resolver, given to every declared container
 
     def container(self, service: str) -> Container:
         found = [c for name, c in self.containers.items() if name.endswith(f"-{service}")]
@@ -53,7 +58,7 @@ class Deployment:
 
     def remove(self) -> None:
         """Stops and removes everything this deployment created (volumes too: they are the test's)."""
-        for c in self.containers.values():
+        for c in [*self.containers.values(), *self.test_services]:
             try:
                 c.remove(force=True, v=True)
             except docker.errors.NotFound:
@@ -140,11 +145,11 @@ def _tar(uploads: list[dict[str, Any]]) -> bytes:
 
 
 def _nanoseconds(duration: str) -> int:
-    """A provider duration such as 30s, 500ms or 1m."""
-    for unit, factor in (("ms", 10**6), ("s", 10**9), ("m", 60 * 10**9), ("h", 3600 * 10**9)):
-        if duration.endswith(unit) and duration[: -len(unit)].isdigit():
-            return int(duration[: -len(unit)]) * factor
-    raise UnsupportedDeclaration(f"unsupported duration {duration!r}")
+    match = _DURATION.match(duration)
+    if not match:
+        raise UnsupportedDeclaration(f"healthcheck duration {duration!r}")
+    factor = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}[match.group(2)]
+    return int(match.group(1)) * factor
 
 
 def _healthcheck(declared: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -162,7 +167,7 @@ def _healthcheck(declared: dict[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
-def _create_container(deployment: Deployment, declared: DeclaredResource) -> Container:
+def _create_container(deployment: Deployment, declared: DeclaredResource, dns: Optional[list[str]] = None) -> Container:
     api = deployment.client.api
     inputs = declared.inputs
     unknown = set(inputs) - CONTAINER_INPUTS
@@ -198,6 +203,8 @@ def _create_container(deployment: Deployment, declared: DeclaredResource) -> Con
         mem_limit=f"{inputs['memory']}m" if "memory" in inputs else None,
         memswap_limit=f"{inputs['memorySwap']}m" if "memorySwap" in inputs else None,
         log_config={"type": inputs["logDriver"], "config": inputs.get("logOpts", {})} if "logDriver" in inputs else None,
+        # Test only: the resolver the test's own DNS zone gives every container.
+        dns=dns,
     )
     networking = api.create_networking_config(
         {networks[0]["name"]: api.create_endpoint_config(aliases=networks[0].get("aliases", []))}
@@ -218,9 +225,18 @@ def _create_container(deployment: Deployment, declared: DeclaredResource) -> Con
     return container
 
 
-def deploy(client: docker.DockerClient, capture: Capture, images: dict[str, str]) -> Deployment:
+def deploy(
+    client: docker.DockerClient,
+    capture: Capture,
+    images: dict[str, str],
+    test_services: Optional[Callable[[Deployment], list[str]]] = None,
+) -> Deployment:
     """Creates the declared networks, volumes and containers and starts the containers.
 
+    test_services, when given, starts the test's own containers on the new
+    network (adding them to deployment.test_services) and returns the
+    resolver addresses every declared container then uses (Docker's `dns`):
+    the test's DNS zone instead of the Docker host's resolvers.
     On any failure, what was created so far is removed before the error is raised.
     """
     deployment = Deployment(client=client, images=images)
@@ -231,8 +247,9 @@ def deploy(client: docker.DockerClient, capture: Capture, images: dict[str, str]
             )
         for volume in capture.of_type("docker:index/volume:Volume"):
             deployment.volumes.append(client.volumes.create(volume.inputs["name"]))
+        dns = deployment.dns = test_services(deployment) if test_services is not None else None
         for declared in sorted(capture.of_type("docker:index/container:Container"), key=lambda r: r.name):
-            deployment.containers[declared.name] = _create_container(deployment, declared)
+            deployment.containers[declared.name] = _create_container(deployment, declared, dns)
         for container in deployment.containers.values():
             container.start()
     except BaseException:
@@ -264,7 +281,7 @@ def redeploy(deployment: Deployment, earlier: Capture, later: Capture, images: d
         assert declared.delete_before_replace, f"{declared.name}: expected delete_before_replace"
         if declared.name in deployment.containers:
             deployment.containers.pop(declared.name).remove(force=True)
-        container = _create_container(deployment, declared)
+        container = _create_container(deployment, declared, deployment.dns)
         deployment.containers[declared.name] = container
         container.start()
         replaced.append(declared.name)

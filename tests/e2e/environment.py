@@ -18,7 +18,10 @@ deployment (test_ca_file.py) on the unchanged product images.
 
 Traffic stays on this machine: the host reaches containers only through ports
 published on 127.0.0.1, and the containers talk among themselves on the
-network the deployment created.
+network the deployment created. Two test services join that network: a DNS
+zone (dnsmasq serving the stack's own `dns_records` and nothing else, the only
+resolver of every container) and a receiving SMTP server standing for the
+rest of the internet (the relay host of the e2e stack).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from offline.stack_file import StackConfig
 from tests.e2e.deploy import Deployment, build_images, deploy, leftovers
 from tests.e2e.identity_config import standin_config
 from tests.e2e.pki import TestCA
+from tests.testnet import zone
 
 EXAMPLE_STACK = "dev"  # the example stack the e2e stacks start from
 AUTH_HOST = "auth.example.test"
@@ -110,6 +114,9 @@ AUTH_URL = MAIN.auth_url
 ROUNDCUBE_URL = MAIN.roundcube_url
 STANDIN_IMAGE = MAIN.standin_image
 STANDIN_NAME = MAIN.standin_name
+TESTNET_IMAGE = f"roundcube-authentik/testnet:{'e2e-' + INSTANCE if INSTANCE else 'e2e'}"
+# The receiving SMTP server's name on the private network: relay_host of the e2e stacks.
+RELAY_HOST = "relay.example.test"
 
 USERS = [
     {"username": "alice", "name": "Alice Liddell", "email": f"alice@{MAIL_DOMAIN}", "password": "alice-pw", "groups": [GROUP]},
@@ -165,6 +172,10 @@ def e2e_overrides(where: Layout, pki: Mapping[str, Path], access_token_seconds: 
         "access_token_validity": Override(
             f"seconds={access_token_seconds}",
             "the refresh and expiry tests wait for the access token to expire; 10 minutes is too long to wait"),
+        "relay_host": Override(
+            f"[{RELAY_HOST}]:25",
+            "mail for other domains goes to the test's receiving SMTP server on the private network, never "
+            "to the internet (the dev stack delivers directly)"),
     }
 
 
@@ -196,6 +207,21 @@ class Stack:
     # What earlier stand-in containers of this session logged and issued (before a restart).
     standin_history: str = ""
     issued_history: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def relay(self) -> Any:
+        """The receiving SMTP server (tests/testnet/sink.py)."""
+        return next(c for c in self.deployment.test_services if c.name.endswith("-test-relay"))
+
+    def relayed(self) -> list[tuple[dict[str, Any], bytes]]:
+        """(envelope, message bytes as received) of every message the relay host got."""
+        listing = self.relay.exec_run(["ls", zone.RECEIVER_MAILDIR]).output.decode().split()
+        found = []
+        for name in sorted(n for n in listing if n.endswith(".eml")):
+            raw = self.relay.exec_run(["cat", f"{zone.RECEIVER_MAILDIR}/{name}"]).output
+            envelope = self.relay.exec_run(["cat", f"{zone.RECEIVER_MAILDIR}/{name[:-4]}.json"]).output
+            found.append((json.loads(envelope), raw))
+        return found
 
     @property
     def provider(self) -> dict[str, Any]:
@@ -302,6 +328,44 @@ def _tar_files(files: dict[str, bytes]) -> bytes:
             info.mode = 0o644
             tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
+
+
+def start_test_services(
+    client: docker.DockerClient, declared: Capture, prefix: str
+) -> Callable[[Deployment], list[str]]:
+    """The test's DNS zone and receiving SMTP server, on the deployment's network (see deploy())."""
+
+    def start(deployment: Deployment) -> list[str]:
+        api = client.api
+        network = deployment.networks[0].name
+
+        def create(name: str, entrypoint: list[str], files: dict[str, bytes], aliases: list[str], **host: Any) -> Any:
+            created = api.create_container(
+                image=TESTNET_IMAGE,
+                name=f"{prefix}-{name}",
+                entrypoint=entrypoint,
+                working_dir=zone.RECEIVER_DIR,
+                host_config=api.create_host_config(**host),
+                networking_config=api.create_networking_config(
+                    {network: api.create_endpoint_config(aliases=aliases or None)}
+                ),
+                detach=True,
+            )
+            container = client.containers.get(created["Id"])
+            deployment.test_services.append(container)
+            container.put_archive("/", _tar_files(files))
+            container.start()
+            container.reload()
+            return container
+
+        dns = create(
+            "test-dns", zone.DNS_COMMAND, {zone.DNSMASQ_CONF: zone.dnsmasq_conf(declared.exports["dns_records"]).encode()}, []
+        )
+        resolver = [dns.attrs["NetworkSettings"]["Networks"][network]["IPAddress"]]
+        create("test-relay", zone.RECEIVER_COMMAND, {zone.RECEIVER_SINK: zone.sink_source()}, [RELAY_HOST], dns=resolver)
+        return resolver
+
+    return start
 
 
 def build_standin_image(client: docker.DockerClient, where: Layout = MAIN) -> None:
@@ -432,7 +496,8 @@ def running_stack(
     declared = capture(where.stack, stack_config, placeholders=False)
     images = build_images(engine, declared, trusted_ca=pki["ca"] if trust_test_ca_in_system_store else None)
     build_standin_image(engine, where)
-    deployment = deploy(engine, declared, images)
+    zone.build_image(engine, TESTNET_IMAGE)
+    deployment = deploy(engine, declared, images, start_test_services(engine, declared, where.prefix))
     stack: Stack | None = None
     try:
         config = standin_config_for(declared, where)
@@ -446,6 +511,8 @@ def running_stack(
             wait_for(lambda: _banner(where.ports["smtp"]), "Postfix")
         imaps = ssl.create_default_context(cafile=str(pki["ca"]))
         wait_for(lambda: _banner(where.ports["imaps"], imaps), "Dovecot")
+        opendkim = deployment.container("opendkim")
+        wait_for(lambda: opendkim.exec_run(["/usr/local/bin/healthcheck"]).exit_code == 0, "OpenDKIM")
         yield stack
     finally:
         _keep_logs(deployment, stack, where)
@@ -461,7 +528,7 @@ def _keep_logs(deployment: Deployment, stack: Stack | None, where: Layout) -> No
     """Saves each daemon's log under artifacts/e2e/<stack>/ for reading after the run."""
     folder = ARTIFACTS / where.stack
     folder.mkdir(parents=True, exist_ok=True)
-    for service in ("dovecot", "postfix", "roundcube"):
+    for service in ("dovecot", "postfix", "roundcube", "opendkim"):
         try:
             (folder / f"{service}.log").write_text(deployment.logs(service))
         except (docker.errors.NotFound, AssertionError):

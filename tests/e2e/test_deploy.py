@@ -9,7 +9,8 @@ import requests
 from offline.capture import capture
 from tests.e2e.deploy import UnsupportedDeclaration, build_images, deploy, leftovers
 from offline.stack_file import StackConfig
-from tests.e2e.environment import Override, e2e_config, layout, wait_for
+from tests.e2e.environment import TESTNET_IMAGE, Override, e2e_config, layout, start_test_services, wait_for
+from tests.testnet import zone
 
 pytestmark = pytest.mark.e2e
 
@@ -29,11 +30,13 @@ def small_stack(pki: dict) -> StackConfig:
 
 def test_removing_a_running_deployment_leaves_no_container_network_or_volume(engine: docker.DockerClient, pki: dict) -> None:
     declared = capture(STACK, small_stack(pki), placeholders=False)
-    deployment = deploy(engine, declared, build_images(engine, declared))
+    zone.build_image(engine, TESTNET_IMAGE)
+    deployment = deploy(engine, declared, build_images(engine, declared), start_test_services(engine, declared, PREFIX))
     try:
         wait_for(lambda: requests.get(f"http://127.0.0.1:{HTTP_PORT}/", timeout=3).status_code == 200, "Roundcube")
         running = sorted(leftovers(engine, PREFIX))
-        assert len([r for r in running if r.startswith("container")]) == 3
+        # dovecot, postfix, opendkim, roundcube, and the test's DNS zone and receiving SMTP server
+        assert len([r for r in running if r.startswith("container")]) == 6
         assert len([r for r in running if r.startswith("volume")]) == 3
     finally:
         # What the session fixture does in its `finally`, whether its tests passed or not.
@@ -46,6 +49,7 @@ def test_a_deployment_that_fails_midway_removes_what_it_created(engine: docker.D
     # The last container asks for an input the deployer refuses to ignore.
     last = sorted(declared.of_type("docker:index/container:Container"), key=lambda r: r.name)[-1]
     last.inputs["envs"] = ["SURPRISE=1"]  # an input this deployer does not know
+    zone.build_image(engine, TESTNET_IMAGE)
     with pytest.raises(UnsupportedDeclaration, match="envs"):
-        deploy(engine, declared, build_images(engine, declared))
+        deploy(engine, declared, build_images(engine, declared), start_test_services(engine, declared, PREFIX))
     assert list(leftovers(engine, PREFIX)) == []

@@ -306,6 +306,13 @@ OTHER_VALUES = {
     "image_rebuild": "2026-12-01",
     "protect_volumes": "false",
     "tls": json.dumps({"cert_file": "/etc/ssl/mail/cert.pem", "key_file": "/etc/ssl/mail/key.pem"}),
+    "dkim_selector": "s202706",
+    "dkim_extra_selectors": json.dumps(["s202601"]),
+    "dmarc_policy": "reject",
+    "report_address": "postmaster@example.com",
+    "mta_sts_mode": "enforce",
+    "relay_spf_include": "spf.example.net",
+    "dnsbl_sites": json.dumps(["zen.spamhaus.org*2"]),
 }
 
 
@@ -326,6 +333,8 @@ def test_changing_any_one_setting_never_replaces_or_deletes_a_volume(setting: st
 
     def change(config: StackConfig) -> StackConfig:
         assert config.get(setting) != value
+        if setting == "relay_spf_include":  # only meaningful with a relay
+            config = config.with_values(relay_host="[smtp.example.net]:587")
         return config.with_values(**{setting: value})
 
     after = run("prod", change)
@@ -356,7 +365,7 @@ def test_unprotecting_volumes_is_an_explicit_setting() -> None:
 def test_each_container_is_on_the_private_network_under_its_service_name(declared: Capture) -> None:
     network = declared.one("docker:index/network:Network").inputs["name"]
     assert network == f"roundcube-authentik-{declared.stack}-private"
-    for service in ("dovecot", "postfix", "roundcube"):
+    for service in ("dovecot", "postfix", "roundcube", "opendkim"):
         networks = container(declared, service).inputs["networksAdvanced"]
         assert networks == [{"name": network, "aliases": [service]}]
 
@@ -366,10 +375,10 @@ def test_each_container_is_on_the_private_network_under_its_service_name(declare
     [
         ("dev", {"roundcube": {(8080, 80, "127.0.0.1")},
                  "postfix": {(2525, 25, "127.0.0.1"), (5587, 587, "127.0.0.1")},
-                 "dovecot": {(1143, 143, "127.0.0.1")}}),
+                 "dovecot": {(1143, 143, "127.0.0.1")}, "opendkim": set()}),
         ("prod", {"roundcube": {(8080, 80, "127.0.0.1")},
                   "postfix": {(25, 25, "0.0.0.0"), (587, 587, "0.0.0.0")},
-                  "dovecot": {(993, 993, "0.0.0.0")}}),
+                  "dovecot": {(993, 993, "0.0.0.0")}, "opendkim": set()}),
     ],
 )
 def test_only_the_configured_ports_are_published_each_on_its_address(
@@ -400,7 +409,7 @@ def test_a_port_can_be_published_on_its_own_address() -> None:
 def test_every_container_is_locked_down_with_its_own_capabilities_limits_and_healthcheck(declared: Capture) -> None:
     from components.containers import CAPABILITIES, LOG_OPTS
 
-    for service in ("dovecot", "postfix", "roundcube"):
+    for service in ("dovecot", "postfix", "roundcube", "opendkim"):
         inputs = container(declared, service).inputs
         assert inputs["capabilities"] == {"adds": sorted(CAPABILITIES[service]), "drops": ["ALL"]}
         assert all(reason for reason in CAPABILITIES[service].values()), "each kept capability says why"
@@ -444,7 +453,7 @@ def test_a_new_image_rebuild_stamp_rebuilds_every_image_and_replaces_containers_
 
 def test_images_are_built_from_the_projects_dockerfiles_on_the_configured_base(declared: Capture) -> None:
     images = {i.name: i.inputs for i in declared.of_type(IMAGE)}
-    assert set(images) == {"images-dovecot", "images-postfix", "images-roundcube"}
+    assert set(images) == {"images-dovecot", "images-postfix", "images-roundcube", "images-opendkim"}
     for name, image in images.items():
         service = name.removeprefix("images-")
         assert image["build"]["context"] == f"images/{service}"
@@ -452,7 +461,7 @@ def test_images_are_built_from_the_projects_dockerfiles_on_the_configured_base(d
         assert image["build"]["args"] == {"BASE_IMAGE": "debian:trixie-slim"}
         assert image["skipPush"] is True
     digests = {i.name.removeprefix("images-"): i.outputs["repoDigest"] for i in declared.of_type(IMAGE)}
-    for service in ("dovecot", "postfix", "roundcube"):
+    for service in ("dovecot", "postfix", "roundcube", "opendkim"):
         assert container(declared, service).inputs["image"] == digests[service]
 
 
@@ -460,8 +469,8 @@ def test_exports_name_the_endpoints(declared: Capture) -> None:
     e = declared.exports
     assert set(e) == {
         "webmail_url", "application_slug", "launch_url", "client_id", "client_secret",
-        "imap_endpoint", "submission_endpoint",
-    }
+        "imap_endpoint", "submission_endpoint", "dns_records",
+    } | ({"mta_sts_policy"} if declared.stack == "prod" else set())
     assert e["launch_url"] == e["webmail_url"]
     assert e["client_id"] == declared.one(PROVIDER).inputs["clientId"]
     if declared.stack == "prod":

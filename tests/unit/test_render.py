@@ -216,7 +216,9 @@ def master_cf(text: str) -> dict[tuple[str, str], dict[str, Any]]:
             continue
         if line[0].isspace():
             flag, _, setting = line.strip().partition(" ")
-            assert flag == "-o", line
+            if flag != "-o":  # more of the command's arguments (e.g. spawn's user= argv=)
+                current["command"] += line.split()
+                continue
             name, _, value = setting.partition("=")
             current["options"][name] = value
             continue
