@@ -21,12 +21,18 @@ HTTP_PORT = 80           # Roundcube behind Apache
 
 # Files the program uploads.
 DOVECOT_CONF = "/etc/dovecot/dovecot.conf"
+JWKS_SYNC_CONFIG = "/etc/dovecot/jwks-sync.json"  # token_validation: local
+INTROSPECTION_FILTER_CONFIG = "/etc/dovecot/introspection-filter.json"  # token_validation: introspection
+INTROSPECTION_FILTER_PORT = 8079  # on the Dovecot container's loopback only
 POSTFIX_MAIN_CF = "/etc/postfix/main.cf"
 POSTFIX_MASTER_CF = "/etc/postfix/master.cf"
 ROUNDCUBE_CONFIG = "/etc/roundcube/config.inc.php"
 AUTHENTIK_CA_FILE = "/etc/roundcube-authentik/authentik-ca.pem"
 TLS_CERT_FILE = "/etc/roundcube-authentik/tls/cert.pem"
 TLS_KEY_FILE = "/etc/roundcube-authentik/tls/key.pem"
+
+# Where jwks-sync.py keeps authentik's public keys for Dovecot (in the container).
+OAUTH2_KEY_DIR = "/var/lib/dovecot/oauth2-keys"
 
 # Volumes: the data that must survive every config change.
 MAIL_DIR = "/var/mail"                      # Dovecot maildirs
