@@ -30,7 +30,7 @@ import requests
 
 from offline.capture import PROJECT_DIR, Capture, SecretMaker, capture, read_stack_config
 from tests.e2e.deploy import Deployment, build_images, deploy, leftovers
-from tests.e2e.identity_config import standin_config
+from tests.e2e.identity_config import application_from_capture, standin_config
 from tests.e2e.pki import TestCA
 
 # Checkouts that share one engine (parallel work on one machine) each set
@@ -49,6 +49,11 @@ AUTH_PORT = 19443 + PORT_OFFSET
 AUTH_URL = f"https://{AUTH_HOST}:{AUTH_PORT}"
 ROUNDCUBE_URL = f"http://localhost:{PORTS['http']}"
 ACCESS_TOKEN_SECONDS = 30
+JWKS_REFRESH_SECONDS = 5
+# The second, smaller deployment: the same stack with token_validation:
+# introspection, of which only Dovecot runs (tests/e2e/test_introspection.py).
+INTROSPECTION_STACK = f"{STACK}-introspection"
+INTROSPECTION_IMAPS_PORT = 19994 + PORT_OFFSET
 GROUP = "webmail-users"
 STANDIN_IMAGE = f"roundcube-authentik/authentik-standin:{STACK}"
 STANDIN_NAME = f"{PREFIX}-authentik-standin"
@@ -75,6 +80,8 @@ class Stack:
     tls: dict[str, Path]
     # What earlier stand-in containers of this session logged (before a restart).
     standin_history: str = ""
+    # The same stack with token_validation: introspection (its provider is in the stand-in too).
+    introspection_capture: Capture | None = None
 
     @property
     def provider(self) -> dict[str, Any]:
@@ -106,25 +113,30 @@ class Stack:
         with nothing listening takes authentik's name, so the name still resolves
         on the private network and no lookup leaves it.
         """
-        network = self.deployment.networks[0]
-        network.disconnect(self.standin)
+        self.standin.reload()
+        networks = [self.client.networks.get(name) for name in self.standin.attrs["NetworkSettings"]["Networks"]]
+        for network in networks:
+            network.disconnect(self.standin)
         api = self.client.api
         created = api.create_container(
             image=STANDIN_IMAGE,
             name=f"{STANDIN_NAME}-down",
             entrypoint=["python3", "-c", "import time; time.sleep(600)"],
             networking_config=api.create_networking_config(
-                {network.name: api.create_endpoint_config(aliases=[AUTH_HOST])}
+                {networks[0].name: api.create_endpoint_config(aliases=[AUTH_HOST])}
             ),
             detach=True,
         )
         placeholder = self.client.containers.get(created["Id"])
         try:
+            for network in networks[1:]:
+                network.connect(placeholder, aliases=[AUTH_HOST])
             placeholder.start()
             yield
         finally:
             placeholder.remove(force=True)
-            network.connect(self.standin, aliases=[AUTH_HOST])
+            for network in networks:
+                network.connect(self.standin, aliases=[AUTH_HOST])
 
     def restart_standin(self, config: dict[str, Any]) -> None:
         """Runs the stand-in with another config (as if an admin changed authentik)."""
@@ -157,9 +169,24 @@ def e2e_config(ca_file: Path, mail_cert: Path, mail_key: Path, access_token_seco
             f"{ns}:ports": json.dumps(PORTS),
             f"{ns}:tls": json.dumps({"cert_file": str(mail_cert), "key_file": str(mail_key)}),
             f"{ns}:protect_volumes": "false",
+            # Key rotation tests wait for jwks-sync's next round (60 s by default).
+            f"{ns}:jwks_refresh_seconds": str(JWKS_REFRESH_SECONDS),
         }
     )
     return config
+
+
+def introspection_config(base: dict[str, str]) -> dict[str, str]:
+    """The e2e stack with token_validation: introspection, as its own application and ports."""
+    ns = "roundcube-authentik"
+    return {
+        **base,
+        f"{ns}:token_validation": "introspection",
+        f"{ns}:app_name": "Webmail (e2e, introspection)",
+        f"{ns}:app_slug": "webmail-e2e-introspection",
+        f"{ns}:ports": json.dumps({"http": PORTS["http"] + 1, "smtp": None, "submission": None,
+                                   "imaps": INTROSPECTION_IMAPS_PORT, "imap": None}),
+    }
 
 
 # -- host-side name resolution ------------------------------------------------------
@@ -286,9 +313,10 @@ def running_stack(
     """Deploys the e2e stack and the stand-in; removes all of it on the way out, whatever happens."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     remove_leftovers(engine)
-    declared = capture(
-        STACK, e2e_config(pki["ca"], pki["mail_cert"], pki["mail_key"], access_token_seconds), placeholders=False
-    )
+    stack_config = e2e_config(pki["ca"], pki["mail_cert"], pki["mail_key"], access_token_seconds)
+    declared = capture(STACK, stack_config, placeholders=False)
+    introspecting = capture(INTROSPECTION_STACK, introspection_config(stack_config), placeholders=False)
+    second_app, second_mappings = application_from_capture(introspecting)
     images = build_images(engine, declared)
     build_standin_image(engine)
     deployment = deploy(engine, declared, images)
@@ -301,10 +329,14 @@ def running_stack(
             cert_file="/etc/standin/server.pem",
             key_file="/etc/standin/server.key",
             users=USERS,
-            extra_applications=[other_application()],
+            extra_applications=[other_application(), second_app],
         )
+        # The same program declares the same dovecotprofile mapping for the second application.
+        known = {m["scope_name"]: m["expression"] for m in config["scope_mappings"]}
+        assert all(known.get(m["scope_name"]) == m["expression"] for m in second_mappings), second_mappings
         tls = {"cert": pki["auth_cert"], "key": pki["auth_key"]}
-        stack = Stack(declared, deployment, pki["ca"], start_standin(engine, deployment, config, tls), config, engine, tls)
+        stack = Stack(declared, deployment, pki["ca"], start_standin(engine, deployment, config, tls), config, engine, tls,
+                      introspection_capture=introspecting)
         wait_for_standin(pki["ca"])
         wait_for(lambda: requests.get(ROUNDCUBE_URL, timeout=3).status_code == 200, "Roundcube")
         wait_for(lambda: _banner(PORTS["smtp"]), "Postfix")
