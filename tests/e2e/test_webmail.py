@@ -274,6 +274,8 @@ def test_twenty_concurrent_requests_at_the_refresh_point_refresh_once_and_keep_t
         statuses = list(pool.map(request, range(20)))
     assert statuses == [200] * 20, statuses
     log = new_logs(stack, "authentik", before)
+    # One token request in all (without the patch: one grant, then invalid_grant for the rest).
+    assert log.count("POST /application/o/token/") == 1, log
     assert len(re.findall(pattern, log)) == 1, log
     assert "invalid_grant" not in log, log
     # The session is alive: the inbox, not the login page.
