@@ -10,7 +10,11 @@ import pulumi
 from components import containers
 from components.containers import Bind, File, Healthcheck, Mount, Publish, ServiceSpec
 from components.render import layout
-from components.render.dovecot import render_dovecot_conf
+from components.render.dovecot import (
+    render_dovecot_conf,
+    render_introspection_filter_config,
+    render_jwks_sync_config,
+)
 from components.render.opendkim import render_opendkim_conf, render_opendkim_unbound_conf
 from components.render.policyd_spf import render_policyd_spf_conf
 from components.render.postfix import render_postfix_main_cf, render_postfix_master_cf
@@ -54,6 +58,13 @@ class MailServer(pulumi.ComponentResource):
         )
         dovecot_conf: pulumi.Output[str] = pulumi.Output.secret(rendered)
         dovecot_files = {layout.DOVECOT_CONF: File(dovecot_conf, mode="0600")}
+        # The settings of the image's helper for token_validation (no secret inside).
+        if settings.token_validation == "local":
+            dovecot_files[layout.JWKS_SYNC_CONFIG] = File(
+                pulumi.Output.from_input(args.client_id).apply(lambda client_id: render_jwks_sync_config(settings, client_id))
+            )
+        else:
+            dovecot_files[layout.INTROSPECTION_FILTER_CONFIG] = File(render_introspection_filter_config(settings))
         postfix_files = {
             layout.POSTFIX_MAIN_CF: File(render_postfix_main_cf(settings)),
             layout.POSTFIX_MASTER_CF: File(render_postfix_master_cf(settings)),

@@ -11,7 +11,7 @@ import ipaddress
 import json
 import re
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Literal, Mapping, Optional
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -170,10 +170,26 @@ class Settings(_Strict):
     mta_sts_mode: str = Field("testing", description="MTA-STS policy mode (with tls): testing or enforce")
     relay_spf_include: Optional[str] = Field(None, description="SPF include: for relay_host; default its host name")
     dnsbl_sites: list[str] = Field(default_factory=list, description="postscreen DNSBL zones; empty: no DNSBL query")
+    token_validation: Literal["local", "introspection"] = Field(
+        "local",
+        description="local: Dovecot checks each token's signature with authentik's published keys "
+        "(no authentik call per login; a revoked token works until it expires); introspection: "
+        "authentik is asked on every login",
+    )
+    jwks_refresh_seconds: int = Field(
+        60, description="local token validation: how often Dovecot's container fetches authentik's keys"
+    )
 
     _authentik_ca_pem: Optional[str] = PrivateAttr(None)
 
     # -- single fields -------------------------------------------------------
+
+    @field_validator("jwks_refresh_seconds")
+    @classmethod
+    def _refresh(cls, value: int) -> int:
+        if not 5 <= value <= 86400:
+            raise ValueError(f"must be a number of seconds between 5 and 86400, got {value}")
+        return value
 
     @field_validator("mail_domain", "mail_hostname")
     @classmethod
@@ -414,9 +430,36 @@ class Settings(_Strict):
         return self.relay_host.lower().split("]")[0].lstrip("[").split(":")[0]
 
     @property
+    def token_issuers(self) -> list[str]:
+        """Every `iss` authentik puts into this stack's tokens.
+
+        authentik builds the issuer from the Host of the token request: tokens
+        that Roundcube (and Dovecot's neighbours) fetch through
+        authentik_internal_url carry that URL, tokens a mail client gets
+        through authentik_url carry the public one.
+        """
+        bases = [self.authentik_url] + ([self.authentik_internal_url] if self.authentik_internal_url else [])
+        return list(dict.fromkeys(f"{_without_default_port(url)}/application/o/{self.app_slug}/" for url in bases))
+
+    @property
+    def jwks_url(self) -> str:
+        """The provider's published signing keys, fetched over the back channel."""
+        return f"{self.authentik_backchannel_url}/application/o/{self.app_slug}/jwks/"
+
+    @property
     def redirect_uri(self) -> str:
         # What Roundcube 1.6 really sends (rcmail_oauth::get_redirect_uri).
         return f"{self.roundcube_url}/index.php/login/oauth"
+
+
+def _without_default_port(url: str) -> str:
+    # A client leaves the default port out of Host, so authentik's `iss` has none.
+    parts = urlsplit(url)
+    default = {"http": 80, "https": 443}[parts.scheme]
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}" if parts.port in (None, default) else f"{parts.scheme}://{host}:{parts.port}"
 
 
 def validity_seconds(value: str) -> float:

@@ -1,17 +1,26 @@
 """dovecot.conf (Dovecot 2.4): IMAP, LMTP and the SASL auth service, with every
-OAuth 2 bearer token checked by authentik's introspection endpoint.
+OAuth 2 bearer token checked as `token_validation` says, and the settings of
+the two helper scripts in Dovecot's image.
 
-One HTTP call per login: `introspection_mode = post` with the client's
-credentials as the URL's user info (Dovecot sends them as HTTP Basic), and
-`force_introspection` so the `active` answer is always what decides. No
-`tokeninfo_url`: in 2.4.1 the active check would then run on the userinfo
-answer, which has no `active` field, and every login would fail.
+- `local` (default): Dovecot checks the JWT itself (`introspection_mode =
+  local`) with the keys images/dovecot/jwks-sync.py copies from authentik's
+  JWKS. No call to authentik per login; refresh tokens (opaque) are refused.
+- `introspection`: one HTTP call per login, `introspection_mode = post` with
+  the client's credentials as the URL's user info (Dovecot sends them as HTTP
+  Basic), `force_introspection` so the `active` answer always decides. The
+  URL is images/dovecot/introspection-filter.py on the loopback: it refuses
+  non-JWTs, since authentik reports refresh tokens active. (Dovecot 2.4.1
+  cannot do both itself: with `introspection_mode = local` it never calls
+  out, whatever force_introspection, introspection_url or tokeninfo_url say.)
+  No `tokeninfo_url`: in 2.4.1 the active check would then run on the
+  userinfo answer, which has no `active` field, and every login would fail.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from components.render import layout
 from components.settings import Settings
@@ -45,22 +54,7 @@ def render_dovecot_conf(settings: Settings, client_id: str, client_secret: str) 
         "# the token itself. (Never the debug switch: it logs the introspection URL with its secret.)",
         "auth_verbose = yes",
         "",
-        "oauth2 {",
-        f"  introspection_url = {_value(introspection_url(settings, client_id, client_secret))}",
-        "  introspection_mode = post",
-        "  force_introspection = yes",
-        "  active_attribute = active",
-        "  active_value = true",
-        "  username_attribute = email",
-        "  # Dovecot lower-cases the login name (auth_username_format); compare",
-        "  # authentik's email the same way, or Alice@Example.com never logs in.",
-        f"  username_validation_format = {_value('%{user | lower}')}",
-        *_oauth2_tls(settings),
-        "  # authentik answers in milliseconds; one that hangs fails the login",
-        "  # after 10 s instead of Dovecot's default minute.",
-        "  http_client_request_absolute_timeout = 10s",
-        "  http_client_connect_timeout = 5s",
-        "}",
+        *_oauth2(settings, client_id, client_secret),
         "",
         *_mail_domain_only(settings),
         "",
@@ -141,6 +135,56 @@ def render_dovecot_conf(settings: Settings, client_id: str, client_secret: str) 
     return "\n".join(lines) + "\n"
 
 
+def _oauth2(settings: Settings, client_id: str, client_secret: str) -> list[str]:
+    username = [
+        "  username_attribute = email",
+        "  # Dovecot lower-cases the login name (auth_username_format); compare",
+        "  # authentik's email the same way, or Alice@Example.com never logs in.",
+        f"  username_validation_format = {_value('%{user | lower}')}",
+    ]
+    if settings.token_validation == "introspection":
+        return [
+            "# token_validation: introspection. authentik's introspection endpoint",
+            "# decides every login (one call; a revoked token stops at once), through",
+            "# the container's introspection-filter, which refuses refresh tokens",
+            "# (not JWTs) that authentik would report active.",
+            "oauth2 {",
+            f"  introspection_url = {_value(introspection_url(settings, client_id, client_secret))}",
+            "  introspection_mode = post",
+            "  force_introspection = yes",
+            "  active_attribute = active",
+            "  active_value = true",
+            *username,
+            "  # authentik answers in milliseconds; one that hangs fails the login",
+            "  # after 10 s instead of Dovecot's default minute.",
+            "  http_client_request_absolute_timeout = 10s",
+            "  http_client_connect_timeout = 5s",
+            "}",
+        ]
+    return [
+        "# token_validation: local. Each access token (a JWT) is checked here, with",
+        "# no call to authentik: RS256 signature by a key authentik publishes",
+        "# (jwks-sync keeps them under the dict below), issuer, audience (the client",
+        "# id), expiry, and the user from the email claim. Anything that is not such",
+        "# a JWT (a refresh token, an HS256 token, garbage) is refused. A revoked",
+        "# token works until it expires: the access-token lifetime is the window.",
+        "oauth2 {",
+        "  introspection_mode = local",
+        "  # authentik takes the issuer from the Host of the token request.",
+        f"  issuers = {' '.join(_value(issuer) for issuer in settings.token_issuers)}",
+        f"  audience = {_value(client_id)}",
+        *username,
+        "}",
+        "oauth2_local_validation {",
+        "  dict fs {",
+        "    fs posix {",
+        f"      prefix = {_value(layout.OAUTH2_KEY_DIR + '/')}",
+        "    }",
+        "  }",
+        "}",
+    ]
+
+
 def _mail_domain_only(settings: Settings) -> list[str]:
     """Two passdbs that bind every login and recipient to mail_domain.
 
@@ -174,8 +218,48 @@ def _mail_domain_only(settings: Settings) -> list[str]:
     ]
 
 
+def _authentik_trust(settings: Settings) -> dict[str, str]:
+    """The CA trust of the container's HTTP clients to authentik."""
+    if settings.authentik_ca_file is not None:
+        return {"ca_file": layout.AUTHENTIK_CA_FILE}
+    return {"ca_dir": SYSTEM_CA_DIR}
+
+
+def render_jwks_sync_config(settings: Settings, client_id: str) -> str:
+    """jwks-sync.py's settings (JSON), for token_validation: local."""
+    return json.dumps(
+        {
+            "jwks_url": settings.jwks_url,
+            **_authentik_trust(settings),
+            # authentik's access tokens name the client as azp: Dovecot looks
+            # the key up under <key_dir>/<azp>/RS256/<kid>.
+            "azp": client_id,
+            "key_dir": layout.OAUTH2_KEY_DIR,
+            "interval": settings.jwks_refresh_seconds,
+        },
+        indent=2,
+    ) + "\n"
+
+
+def render_introspection_filter_config(settings: Settings) -> str:
+    """introspection-filter.py's settings (JSON), for token_validation: introspection."""
+    return json.dumps(
+        {
+            "port": layout.INTROSPECTION_FILTER_PORT,
+            "introspection_url": f"{settings.authentik_backchannel_url}/application/o/introspect/",
+            **_authentik_trust(settings),
+            "timeout": 10,
+        },
+        indent=2,
+    ) + "\n"
+
+
 def introspection_url(settings: Settings, client_id: str, client_secret: str) -> str:
-    """authentik's introspection endpoint with the client's credentials as user info.
+    """The introspection endpoint Dovecot calls, with the client's credentials as user info.
+
+    It is introspection-filter.py on the container's loopback, which passes
+    the request (and the credentials, as HTTP Basic) on to authentik's
+    `<authentik>/application/o/introspect/`.
 
     Both credentials are percent-encoded with no character left bare, so the
     result holds only unreserved characters and `%XX`: nothing Dovecot 2.4
@@ -186,22 +270,8 @@ def introspection_url(settings: Settings, client_id: str, client_secret: str) ->
     """
     if ":" in client_id:
         raise ValueError("an OAuth client id for Dovecot's introspection cannot contain ':' (HTTP Basic user-id)")
-    parts = urlsplit(settings.authentik_backchannel_url)
-    if not re.fullmatch(r"[A-Za-z0-9.:\[\]-]+", parts.netloc):
-        raise ValueError(f"authentik_url has an unexpected host part: {parts.netloc!r}")
     userinfo = f"{quote(client_id, safe='')}:{quote(client_secret, safe='')}"
-    return f"{parts.scheme}://{userinfo}@{parts.netloc}/application/o/introspect/"
-
-
-def _oauth2_tls(settings: Settings) -> list[str]:
-    # Settings inside the oauth2 filter apply to its HTTP client only.
-    if settings.authentik_ca_file is not None:
-        return [
-            "  # Trust exactly the CA that signed authentik's certificate.",
-            f"  ssl_client_ca_file = {_value(layout.AUTHENTIK_CA_FILE)}",
-            "  ssl_client_ca_dir =",
-        ]
-    return [f"  ssl_client_ca_dir = {_value(SYSTEM_CA_DIR)}"]
+    return f"http://{userinfo}@127.0.0.1:{layout.INTROSPECTION_FILTER_PORT}/application/o/introspect/"
 
 
 def _server_tls(settings: Settings) -> list[str]:

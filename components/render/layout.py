@@ -23,6 +23,9 @@ MILTER_PORT = 8891       # OpenDKIM's milter, asked by Postfix on the private ne
 
 # Files the program uploads.
 DOVECOT_CONF = "/etc/dovecot/dovecot.conf"
+JWKS_SYNC_CONFIG = "/etc/dovecot/jwks-sync.json"  # token_validation: local
+INTROSPECTION_FILTER_CONFIG = "/etc/dovecot/introspection-filter.json"  # token_validation: introspection
+INTROSPECTION_FILTER_PORT = 8079  # on the Dovecot container's loopback only
 POSTFIX_MAIN_CF = "/etc/postfix/main.cf"
 POSTFIX_MASTER_CF = "/etc/postfix/master.cf"
 ROUNDCUBE_CONFIG = "/etc/roundcube/config.inc.php"
@@ -33,6 +36,9 @@ OPENDKIM_CONF = "/etc/opendkim.conf"
 OPENDKIM_UNBOUND_CONF = "/etc/opendkim/unbound.conf"  # its DNS resolver's configuration
 OPENDKIM_KEY_DIR = "/etc/opendkim/keys"     # <selector>.pem, owned by the opendkim user, mode 0600
 POLICYD_SPF_CONF = "/etc/postfix-policyd-spf-python/policyd-spf.conf"
+
+# Where jwks-sync.py keeps authentik's public keys for Dovecot (in the container).
+OAUTH2_KEY_DIR = "/var/lib/dovecot/oauth2-keys"
 
 # Volumes: the data that must survive every config change.
 MAIL_DIR = "/var/mail"                      # Dovecot maildirs

@@ -3,6 +3,8 @@
 set -eu
 
 CONFIG=/etc/dovecot/dovecot.conf
+JWKS_SYNC_CONFIG=/etc/dovecot/jwks-sync.json
+INTROSPECTION_FILTER_CONFIG=/etc/dovecot/introspection-filter.json
 MAIL_DIR=/var/mail
 
 if [ ! -f "$CONFIG" ]; then
@@ -20,6 +22,21 @@ chmod 0600 "$CONFIG"
 if [ "$(stat -c %U "$MAIL_DIR")" != vmail ]; then
     chown vmail:vmail "$MAIL_DIR"
     chmod 0770 "$MAIL_DIR"
+fi
+
+# Local token validation: fetch authentik's signing keys before the first
+# login, then keep them current in the background (jwks-sync.py). A failed
+# first fetch does not stop Dovecot: it starts with the keys it has and the
+# loop retries.
+if [ -f "$JWKS_SYNC_CONFIG" ]; then
+    jwks-sync "$JWKS_SYNC_CONFIG" --once || echo "entrypoint: first key fetch failed; retrying in the background" >&2
+    jwks-sync "$JWKS_SYNC_CONFIG" &
+fi
+# Introspection: a loopback filter refuses non-JWTs (refresh tokens) and
+# passes the rest to authentik (introspection-filter.py); it returns once it
+# listens.
+if [ -f "$INTROSPECTION_FILTER_CONFIG" ]; then
+    introspection-filter "$INTROSPECTION_FILTER_CONFIG"
 fi
 
 exec dovecot -F "$@"

@@ -17,6 +17,7 @@ else (e.g. Roundcube's token request).
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -44,7 +45,11 @@ from cryptography.x509.oid import NameOID
 from components import containers as declared
 from components.render import layout
 from components.render.dns import dkim_txt_value, dns_records
-from components.render.dovecot import render_dovecot_conf
+from components.render.dovecot import (
+    render_dovecot_conf,
+    render_introspection_filter_config,
+    render_jwks_sync_config,
+)
 from components.render.opendkim import render_opendkim_conf, render_opendkim_unbound_conf
 from components.render.policyd_spf import render_policyd_spf_conf
 from components.render.postfix import render_postfix_main_cf, render_postfix_master_cf
@@ -56,11 +61,12 @@ from tests.testnet import zone
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-PREFIX = "rca-daemon-test-"
+# Checkouts that share one engine set E2E_INSTANCE: own container names, own image tags.
+INSTANCE = os.environ.get("E2E_INSTANCE", "")
+PREFIX = f"rca-daemon-test-{INSTANCE}-" if INSTANCE else "rca-daemon-test-"
+IMAGE_TAG = f"test-{INSTANCE}" if INSTANCE else "test"
 BASE_IMAGE = "debian:trixie-slim"
 SERVICES = ("dovecot", "postfix", "roundcube", "opendkim")
-# Checkouts sharing one engine build their own tags (tests/e2e/environment.py).
-INSTANCE = os.environ.get("E2E_INSTANCE", "")
 WWW_DATA_GID = 33  # Debian's fixed id, as in components/containers.py
 FAKE_AUTHENTIK_SCRIPT = "/srv/fake_authentik.php"
 FAKE_AUTHENTIK_PEM = "/srv/authentik.pem"
@@ -68,7 +74,10 @@ STARTUP_SECONDS = 60
 
 # Users of the fake authentik and their access tokens. Bob's token is long
 # like authentik's JWTs (~1800 characters), to cross Postfix's default line
-# length limit when sent inline on the AUTH line.
+# length limit when sent inline on the AUTH line. They are shaped like JWTs
+# (authentik's access tokens always are; the fake does not check signatures);
+# REFRESH_TOKEN is opaque like authentik's refresh tokens, and the fake, like
+# authentik's introspection, reports it active.
 ALICE = "alice@example.com"
 BOB = "bob@example.com"
 CAROL = "Carol@Example.COM"  # authentik keeps an email's capitals; Dovecot lower-cases logins
@@ -76,13 +85,19 @@ CAROL = "Carol@Example.COM"  # authentik keeps an email's capitals; Dovecot lowe
 DAVE = "dave@elsewhere.example"
 
 
-def _token(length: int) -> str:
-    alphabet = string.ascii_letters + string.digits + "-_"
+def _opaque(length: int, alphabet: str = string.ascii_letters + string.digits) -> str:
     return "".join(secrets.choice(alphabet) for _ in range(length))
 
 
-TOKENS = {_token(64): ALICE, _token(1800): BOB, _token(64): CAROL, _token(64): DAVE}
-TOKEN_OF = {user: token for token, user in TOKENS.items()}
+def _token(length: int) -> str:
+    header = base64.urlsafe_b64encode(b'{"alg":"RS256","kid":"fake","typ":"JWT"}').decode().rstrip("=")
+    body = max(16, length - len(header) - 2 - 43)
+    return f"{header}.{_opaque(body, string.ascii_letters + string.digits + '-_')}.{_opaque(43, string.ascii_letters + '-_')}"
+
+
+REFRESH_TOKEN = _opaque(128)
+TOKENS = {_token(120): ALICE, _token(1800): BOB, _token(120): CAROL, _token(120): DAVE, REFRESH_TOKEN: ALICE}
+TOKEN_OF = {user: token for token, user in list(TOKENS.items())[:4]}
 
 
 # -- files ---------------------------------------------------------------------
@@ -242,6 +257,10 @@ class Variant:
     def dovecot_files(self, settings: Optional[Settings] = None) -> dict[str, Upload]:
         settings = settings or self.settings
         files = {layout.DOVECOT_CONF: Upload(self.dovecot_conf(settings).encode(), 0o600)}
+        if settings.token_validation == "local":
+            files[layout.JWKS_SYNC_CONFIG] = Upload(render_jwks_sync_config(settings, self.client_id).encode())
+        else:
+            files[layout.INTROSPECTION_FILTER_CONFIG] = Upload(render_introspection_filter_config(settings).encode())
         if settings.authentik_ca_file is not None:
             files[layout.AUTHENTIK_CA_FILE] = Upload(settings.authentik_ca_file.read_bytes())
         return files
@@ -280,7 +299,9 @@ class Variant:
 
 
 def make_variant(name: str, pki: Pki, **overrides: Any) -> Variant:
-    config: dict[str, Any] = {"mail_domain": "example.com"}
+    # These stacks ask (fake) authentik on every login; tests/daemons/test_dovecot_local.py
+    # covers the default, local validation, with real signed tokens.
+    config: dict[str, Any] = {"mail_domain": "example.com", "token_validation": "introspection"}
     if name == "dev":
         config.update(dev=True, roundcube_url="http://webmail.localhost:8080", authentik_url="http://authentik:9000")
         listen = "tcp://0.0.0.0:9000"
@@ -315,7 +336,7 @@ def make_variant(name: str, pki: Pki, **overrides: Any) -> Variant:
 
 def _build(service: str) -> tuple[str, float]:
     client = docker.from_env(timeout=1800)
-    tag = f"roundcube-authentik/{service}:test{'-' + INSTANCE if INSTANCE else ''}"
+    tag = f"roundcube-authentik/{service}:{IMAGE_TAG}"
     started = time.monotonic()
     try:
         client.images.build(
@@ -563,16 +584,24 @@ def introspection_requests(authentik: Any) -> list[dict[str, Any]]:
     return [entry for entry in map(json.loads, lines) if "request" in entry]
 
 
+FAKE_JWKS = "/srv/jwks.json"
+
+
 def start_fake_authentik(
-    resources: Resources, images: dict[str, str], network: Any, variant: Variant, pki: Pki, **kwargs: Any
+    resources: Resources, images: dict[str, str], network: Any, variant: Variant, pki: Pki,
+    jwks: Optional[dict[str, Any]] = None, **kwargs: Any,
 ) -> Any:
+    """The fake authentik; with `jwks`, it also serves that JWKS (see set_jwks)."""
+    files = {
+        FAKE_AUTHENTIK_SCRIPT: Upload((HERE / "fake_authentik.php").read_bytes()),
+        FAKE_AUTHENTIK_PEM: Upload(pki.authentik_server.read_bytes(), 0o600),
+    }
+    if jwks is not None:
+        files[FAKE_JWKS] = Upload(json.dumps(jwks).encode())
     return resources.container(
         "authentik",
         images["roundcube"],
-        {
-            FAKE_AUTHENTIK_SCRIPT: Upload((HERE / "fake_authentik.php").read_bytes()),
-            FAKE_AUTHENTIK_PEM: Upload(pki.authentik_server.read_bytes(), 0o600),
-        },
+        files,
         network=network,
         alias="authentik",
         entrypoint=["php", FAKE_AUTHENTIK_SCRIPT],
@@ -581,6 +610,7 @@ def start_fake_authentik(
             "FAKE_CERT": FAKE_AUTHENTIK_PEM,
             "FAKE_CLIENT": f"{variant.client_id}:{variant.client_secret}",
             "FAKE_TOKENS": json.dumps(TOKENS),
+            **({"FAKE_JWKS": FAKE_JWKS} if jwks is not None else {}),
         },
         **kwargs,
     )
@@ -617,6 +647,14 @@ def hardened(service: str, settings: Settings) -> dict[str, Any]:
             "start_period": _nanoseconds(health.start_period),
         },
     }
+
+
+def set_jwks(authentik: Any, jwks: Optional[dict[str, Any]]) -> None:
+    """What the fake serves as JWKS from now on; None: HTTP 503 (authentik failing)."""
+    if jwks is None:
+        exec_in(authentik, ["rm", "-f", FAKE_JWKS])
+    else:
+        authentik.put_archive("/", tar_of({FAKE_JWKS: Upload(json.dumps(jwks).encode())}))
 
 
 def start_dovecot(

@@ -6,6 +6,8 @@
 //   FAKE_CERT     PEM certificate chain + key for tls:// (one file)
 //   FAKE_CLIENT   "client_id:client_secret" expected as HTTP Basic
 //   FAKE_TOKENS   JSON object: access token -> email of its user
+//   FAKE_JWKS     optional: a file served (read on every request) as the JWKS
+//                 at GET /application/o/<slug>/jwks/; missing file: HTTP 503
 //
 // Like authentik: POST only, HTTP Basic client authentication, `token` form
 // field, `{"active": false}` with HTTP 200 for anything unknown. Any other
@@ -79,7 +81,12 @@ while (true) {
         'active' => $answer['active'],
     ]) . "\n");
     $json = json_encode($answer);
-    fwrite($conn, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+    $status = '200 OK';
+    if (preg_match('#^GET /application/o/[^/]+/jwks/ #', $request_line) && getenv('FAKE_JWKS')) {
+        $jwks = @file_get_contents(getenv('FAKE_JWKS'));
+        [$status, $json] = $jwks === false ? ['503 Service Unavailable', ''] : ['200 OK', $jwks];
+    }
+    fwrite($conn, "HTTP/1.1 $status\r\nContent-Type: application/json\r\n"
         . "Content-Length: " . strlen($json) . "\r\nConnection: close\r\n\r\n" . $json);
     fclose($conn);
 }

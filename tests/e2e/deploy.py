@@ -230,6 +230,7 @@ def deploy(
     capture: Capture,
     images: dict[str, str],
     test_services: Optional[Callable[[Deployment], list[str]]] = None,
+    services: tuple[str, ...] = (),
 ) -> Deployment:
     """Creates the declared networks, volumes and containers and starts the containers.
 
@@ -237,18 +238,26 @@ def deploy(
     network (adding them to deployment.test_services) and returns the
     resolver addresses every declared container then uses (Docker's `dns`):
     the test's DNS zone instead of the Docker host's resolvers.
+
+    `services` (e.g. ("dovecot",)) deploys only those containers and the volumes they mount.
     On any failure, what was created so far is removed before the error is raised.
     """
     deployment = Deployment(client=client, images=images)
+    containers = [
+        c for c in sorted(capture.of_type("docker:index/container:Container"), key=lambda r: r.name)
+        if not services or any(c.name.endswith(f"-{service}") for service in services)
+    ]
+    mounted = {v.get("volumeName") for c in containers for v in c.inputs.get("volumes", [])}
     try:
         for network in capture.of_type("docker:index/network:Network"):
             deployment.networks.append(
                 client.networks.create(network.inputs["name"], driver=network.inputs.get("driver", "bridge"))
             )
         for volume in capture.of_type("docker:index/volume:Volume"):
-            deployment.volumes.append(client.volumes.create(volume.inputs["name"]))
+            if volume.inputs["name"] in mounted:
+                deployment.volumes.append(client.volumes.create(volume.inputs["name"]))
         dns = deployment.dns = test_services(deployment) if test_services is not None else None
-        for declared in sorted(capture.of_type("docker:index/container:Container"), key=lambda r: r.name):
+        for declared in containers:
             deployment.containers[declared.name] = _create_container(deployment, declared, dns)
         for container in deployment.containers.values():
             container.start()

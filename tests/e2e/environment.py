@@ -44,7 +44,7 @@ import requests
 from offline.capture import PROJECT_DIR, Capture, capture, read_stack
 from offline.stack_file import StackConfig
 from tests.e2e.deploy import Deployment, build_images, deploy, leftovers
-from tests.e2e.identity_config import standin_config
+from tests.e2e.identity_config import application_from_capture, standin_config
 from tests.e2e.pki import TestCA
 from tests.testnet import zone
 
@@ -106,6 +106,12 @@ def layout(name: str, offset: int) -> Layout:
 
 
 MAIN = layout("main", 0)
+# The second, smaller deployment: the same stack with token_validation:
+# introspection, of which only Dovecot runs (tests/e2e/test_introspection.py).
+INTROSPECTION = layout("introspection", 3)
+INTROSPECTION_STACK = INTROSPECTION.stack
+INTROSPECTION_IMAPS_PORT = INTROSPECTION.ports["imaps"]
+JWKS_REFRESH_SECONDS = 5
 STACK = MAIN.stack
 PREFIX = MAIN.prefix
 PORTS = dict(MAIN.ports)
@@ -172,6 +178,9 @@ def e2e_overrides(where: Layout, pki: Mapping[str, Path], access_token_seconds: 
         "access_token_validity": Override(
             f"seconds={access_token_seconds}",
             "the refresh and expiry tests wait for the access token to expire; 10 minutes is too long to wait"),
+        "jwks_refresh_seconds": Override(
+            str(JWKS_REFRESH_SECONDS),
+            "the key-rotation test waits for the JWKS sync's next round; 60 s by default"),
         "relay_host": Override(
             f"[{RELAY_HOST}]:25",
             "mail for other domains goes to the test's receiving SMTP server on the private network, never "
@@ -222,6 +231,8 @@ class Stack:
             envelope = self.relay.exec_run(["cat", f"{zone.RECEIVER_MAILDIR}/{name[:-4]}.json"]).output
             found.append((json.loads(envelope), raw))
         return found
+    # The same stack with token_validation: introspection (its provider is in the stand-in too).
+    introspection_capture: Capture | None = None
 
     @property
     def provider(self) -> dict[str, Any]:
@@ -265,25 +276,30 @@ class Stack:
         with nothing listening takes authentik's name, so the name still resolves
         on the private network and no lookup leaves it.
         """
-        network = self.deployment.networks[0]
-        network.disconnect(self.standin)
+        self.standin.reload()
+        networks = [self.client.networks.get(name) for name in self.standin.attrs["NetworkSettings"]["Networks"]]
+        for network in networks:
+            network.disconnect(self.standin)
         api = self.client.api
         created = api.create_container(
             image=self.where.standin_image,
             name=f"{self.where.standin_name}-down",
             entrypoint=["python3", "-c", "import time; time.sleep(600)"],
             networking_config=api.create_networking_config(
-                {network.name: api.create_endpoint_config(aliases=[AUTH_HOST])}
+                {networks[0].name: api.create_endpoint_config(aliases=[AUTH_HOST])}
             ),
             detach=True,
         )
         placeholder = self.client.containers.get(created["Id"])
         try:
+            for network in networks[1:]:
+                network.connect(placeholder, aliases=[AUTH_HOST])
             placeholder.start()
             yield
         finally:
             placeholder.remove(force=True)
-            network.connect(self.standin, aliases=[AUTH_HOST])
+            for network in networks:
+                network.connect(self.standin, aliases=[AUTH_HOST])
 
     def restart_standin(self, config: dict[str, Any]) -> None:
         """Runs the stand-in with another config (as if an admin changed authentik)."""
@@ -292,6 +308,19 @@ class Stack:
         self.standin.remove(force=True)
         self.standin = start_standin(self.client, self.deployment, config, self.tls, self.where)
         wait_for_standin(self.ca_file, self.where, self.slug)
+
+
+def introspection_config(base: dict[str, str]) -> dict[str, str]:
+    """The e2e stack with token_validation: introspection, as its own application and ports."""
+    ns = "roundcube-authentik"
+    return {
+        **base,
+        f"{ns}:token_validation": "introspection",
+        f"{ns}:app_name": "Webmail (e2e, introspection)",
+        f"{ns}:app_slug": "webmail-e2e-introspection",
+        f"{ns}:ports": json.dumps({"http": PORTS["http"] + 1, "smtp": None, "submission": None,
+                                   "imaps": INTROSPECTION_IMAPS_PORT, "imap": None}),
+    }
 
 
 # -- host-side name resolution ------------------------------------------------------
@@ -462,17 +491,35 @@ def remove_leftovers(engine: docker.DockerClient, where: Layout = MAIN) -> None:
          "volume": lambda n: engine.volumes.get(n).remove(force=True)}[kind](name)
 
 
-def standin_config_for(declared: Capture, where: Layout = MAIN) -> dict[str, Any]:
-    """The stand-in's configuration: the application and provider exactly as `declared` registers them."""
-    return standin_config(
+def standin_config_for(declared: Capture, where: Layout = MAIN, also: list[Capture] = []) -> dict[str, Any]:
+    """The stand-in's configuration: the application and provider exactly as `declared` registers them
+    (and those of the captures in `also`, other stacks of the same program sharing this authentik)."""
+    config = standin_config(
         declared,
         base_url=where.auth_url,
         port=where.auth_port,
         cert_file="/etc/standin/server.pem",
         key_file="/etc/standin/server.key",
         users=USERS,
-        extra_applications=[other_application()],
+        extra_applications=[other_application(), *(application_from_capture(c)[0] for c in also)],
     )
+    # The same program declares the same dovecotprofile mapping for every application.
+    known = {m["scope_name"]: m["expression"] for m in config["scope_mappings"]}
+    for other in also:
+        assert all(known.get(m["scope_name"]) == m["expression"] for m in application_from_capture(other)[1])
+    return config
+
+
+def introspection_config(pki: Mapping[str, Path], main: StackConfig) -> StackConfig:
+    """The e2e stack with token_validation: introspection, as its own application and names,
+    using the main stack's stand-in."""
+    return apply_overrides(main, {
+        "token_validation": Override("introspection", "the mode under test"),
+        "app_name": Override("Webmail (e2e, introspection)", "its own application in the shared stand-in"),
+        "app_slug": Override("webmail-e2e-introspection", "its own application in the shared stand-in"),
+        "roundcube_url": Override(INTROSPECTION.roundcube_url, "its own names and ports"),
+        "ports": Override(dict(INTROSPECTION.ports, smtp=None, submission=None), "only Dovecot runs"),
+    })
 
 
 @contextlib.contextmanager
@@ -494,17 +541,21 @@ def running_stack(
     remove_leftovers(engine, where)
     stack_config = e2e_config(where, pki, access_token_seconds, extra)
     declared = capture(where.stack, stack_config, placeholders=False)
+    # The main stack's stand-in also knows the introspection stack's application.
+    introspecting = capture(INTROSPECTION_STACK, introspection_config(pki, stack_config), placeholders=False) \
+        if where == MAIN else None
     images = build_images(engine, declared, trusted_ca=pki["ca"] if trust_test_ca_in_system_store else None)
     build_standin_image(engine, where)
     zone.build_image(engine, TESTNET_IMAGE)
     deployment = deploy(engine, declared, images, start_test_services(engine, declared, where.prefix))
     stack: Stack | None = None
     try:
-        config = standin_config_for(declared, where)
+        config = standin_config_for(declared, where, [] if introspecting is None else [introspecting])
         tls = {"cert": pki["auth_cert"], "key": pki["auth_key"]}
         standin = start_standin(engine, deployment, config, tls, where)
         stack = Stack(declared, deployment, pki["ca"], standin, config, engine, tls, where, stack_config,
-                      trusted_ca=pki["ca"] if trust_test_ca_in_system_store else None)
+                      trusted_ca=pki["ca"] if trust_test_ca_in_system_store else None,
+                      introspection_capture=introspecting)
         wait_for_standin(pki["ca"], where, stack.slug)
         wait_for(lambda: requests.get(where.roundcube_url, timeout=3).status_code == 200, "Roundcube")
         if where.ports.get("smtp"):

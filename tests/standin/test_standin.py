@@ -28,10 +28,12 @@ from standin.client import (
     exchange_code,
     get_authorization_code,
     introspect,
+    jwks,
     login_and_get_tokens,
     pkce_pair,
     refresh,
     revoke,
+    rotate_signing_key,
     userinfo,
 )
 from standin.mappings import claims_for, deep_merge
@@ -732,3 +734,50 @@ def test_module_entry_point_refuses_a_bad_config(tmp_path):
                             text=True, timeout=30)
     assert result.returncode == 2
     assert "cannot start" in result.stderr and "base_url" in result.stderr
+
+
+# --- signing keys per application, rotation on demand ---------------------------------------
+
+
+def test_each_application_publishes_its_own_key(standin):
+    (webmail,) = jwks(standin.base_url, "webmail", verify=standin.ca)["keys"]
+    (other,) = jwks(standin.base_url, "other", verify=standin.ca)["keys"]
+    assert webmail["kid"] != other["kid"] and webmail["n"] != other["n"]
+
+
+def test_a_rotated_key_signs_new_tokens_and_alone_is_published(standin):
+    """As when an authentik admin gives the provider another certificate-key pair."""
+    def tokens() -> dict:
+        grant = get_authorization_code(standin.base_url, "webmail-client", WEBMAIL_REDIRECT, "alice", "alice-pw",
+                                       FULL_SCOPE, verify=standin.ca)
+        return exchange_code(standin.base_url, *WEBMAIL, grant["code"], WEBMAIL_REDIRECT, grant["code_verifier"],
+                             verify=standin.ca)
+
+    before = tokens()
+    (old_key,) = jwks(standin.base_url, "webmail", verify=standin.ca)["keys"]
+    (other_before,) = jwks(standin.base_url, "other", verify=standin.ca)["keys"]
+    new_kid = rotate_signing_key(standin.base_url, "webmail", verify=standin.ca)
+    (new_key,) = jwks(standin.base_url, "webmail", verify=standin.ca)["keys"]
+    assert new_key["kid"] == new_kid != old_key["kid"]
+    assert jwt.get_unverified_header(before["access_token"])["kid"] == old_key["kid"]
+    after = tokens()
+    assert jwt.get_unverified_header(after["access_token"])["kid"] == new_kid
+    verify_rs256(standin, after["access_token"], "webmail", "webmail-client")
+    # authentik keeps its tokens in the database: the old one still introspects active.
+    assert introspect(standin.base_url, before["access_token"], *WEBMAIL, verify=standin.ca)["active"] is True
+    # Other applications keep their keys.
+    assert jwks(standin.base_url, "other", verify=standin.ca)["keys"] == [other_before]
+    with pytest.raises(requests.HTTPError):
+        rotate_signing_key(standin.base_url, "hs", verify=standin.ca)  # no signing key to rotate
+
+
+def test_the_issuer_is_the_host_the_token_request_came_to(standin):
+    """authentik builds `iss` from the request: a client reaching it under another name gets that name."""
+    default = login_and_get_tokens(standin.base_url, *WEBMAIL, WEBMAIL_REDIRECT, "alice", "alice-pw", FULL_SCOPE,
+                                   verify=standin.ca)
+    assert jwt.decode(default["access_token"], options={"verify_signature": False})["iss"] == standin.issuer("webmail")
+    internal = login_and_get_tokens(standin.base_url, *WEBMAIL, WEBMAIL_REDIRECT, "alice", "alice-pw", FULL_SCOPE,
+                                    verify=standin.ca, host="authentik.internal:9443")
+    for token in (internal["access_token"], internal["id_token"]):
+        claims = jwt.decode(token, options={"verify_signature": False})
+        assert claims["iss"] == "https://authentik.internal:9443/application/o/webmail/"

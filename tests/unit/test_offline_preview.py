@@ -101,7 +101,8 @@ def test_no_secret_appears_in_the_output(project_copy: Path, tmp_path: Path) -> 
     output = "\n".join(tree(tmp_path / "out").values())
     assert encrypted not in output and "secret-token" not in output
     dovecot = next(t for n, t in tree(tmp_path / "out").items() if n.endswith("dovecot.conf"))
-    assert "__SECRET_credentials-oauth-client-id__:__SECRET_credentials-oauth-client-secret__@" in dovecot
+    # Local token validation (the dev stack's default): the client id is the audience.
+    assert "audience = __SECRET_credentials-oauth-client-id__" in dovecot
     roundcube = next(t for n, t in tree(tmp_path / "out").items() if n.endswith("config.inc.php"))
     assert "__SECRET_credentials-roundcube-des-key__" in roundcube
     assert "PRIVATE KEY" not in output

@@ -66,14 +66,18 @@ def test_one_generated_client_id_and_secret_in_authentik_roundcube_and_dovecot(d
     assert len(client_id) == 40 and len(client_secret) == 64 and client_id.isalnum() and client_secret.isalnum()
     roundcube = container_files(declared, "roundcube")["/etc/roundcube/config.inc.php"]
     assert client_id in roundcube and client_secret in roundcube
-    dovecot = container_files(declared, "dovecot")["/etc/dovecot/dovecot.conf"]
-    introspection = [line for line in dovecot.splitlines() if "introspection_url" in line]
-    assert len(introspection) == 1
-    config = stack_config(declared.stack)
-    authentik_url = config.get("authentik_internal_url") or config.get("authentik_url")
-    assert authentik_url
-    host = authentik_url.split("://", 1)[1]
-    assert f"://{client_id}:{client_secret}@{host}/application/o/introspect/" in introspection[0]
+    # Local token validation (the default): the client id is the audience and
+    # the azp under which jwks-sync files authentik's keys; no secret needed.
+    dovecot = container_files(declared, "dovecot")
+    assert f"  audience = {client_id}" in dovecot["/etc/dovecot/dovecot.conf"].splitlines()
+    assert client_secret not in dovecot["/etc/dovecot/dovecot.conf"]
+    assert json.loads(dovecot["/etc/dovecot/jwks-sync.json"])["azp"] == client_id
+    # Introspection: both credentials in the introspection URL.
+    introspecting = run(declared.stack, lambda c: c.with_values(token_validation="introspection"))
+    ids = introspecting.one(PROVIDER).inputs
+    conf = container_files(introspecting, "dovecot")["/etc/dovecot/dovecot.conf"]
+    [line] = [line for line in conf.splitlines() if "introspection_url" in line]
+    assert f"://{ids['clientId']}:{ids['clientSecret']}@127.0.0.1:" in line
     # A second run generates other values: nothing is a fixed credential.
     again = capture_stack(declared.stack, placeholders=False).one(PROVIDER).inputs
     assert again["clientSecret"] != client_secret
@@ -139,14 +143,19 @@ def test_containers_reach_an_authentik_on_the_docker_host_by_its_internal_url() 
     assert '"oauth_auth_uri": "http://localhost:9000/application/o/authorize/"' in roundcube
     assert '"oauth_token_uri": "http://host.docker.internal:9000/application/o/token/"' in roundcube
     assert '"oauth_identity_uri": "http://host.docker.internal:9000/application/o/userinfo/"' in roundcube
-    assert "@host.docker.internal:9000/application/o/introspect/" in container_files(dev, "dovecot")["/etc/dovecot/dovecot.conf"]
+    sync = json.loads(container_files(dev, "dovecot")["/etc/dovecot/jwks-sync.json"])
+    assert sync["jwks_url"] == "http://host.docker.internal:9000/application/o/webmail-dev/jwks/"
+    issuers = [line for line in container_files(dev, "dovecot")["/etc/dovecot/dovecot.conf"].splitlines() if "issuers =" in line]
+    assert issuers == ["  issuers = http://localhost:9000/application/o/webmail-dev/ "
+                       "http://host.docker.internal:9000/application/o/webmail-dev/"]
     gateway = [{"host": "host.docker.internal", "ip": "host-gateway"}]
     assert container(dev, "dovecot").inputs["hosts"] == gateway
     assert container(dev, "roundcube").inputs["hosts"] == gateway
     assert not container(dev, "postfix").inputs.get("hosts")
     prod = capture_stack("prod", placeholders=True)
     assert not any(container(prod, s).inputs.get("hosts") for s in ("dovecot", "postfix", "roundcube"))
-    assert "@auth.example.com/application/o/introspect/" in container_files(prod, "dovecot")["/etc/dovecot/dovecot.conf"]
+    sync = json.loads(container_files(prod, "dovecot")["/etc/dovecot/jwks-sync.json"])
+    assert sync["jwks_url"] == "https://auth.example.com/application/o/webmail/jwks/"
 
 
 def test_dovecotprofile_expression_returns_the_guides_claims_for_the_user(declared: Capture) -> None:
@@ -313,6 +322,8 @@ OTHER_VALUES = {
     "mta_sts_mode": "enforce",
     "relay_spf_include": "spf.example.net",
     "dnsbl_sites": json.dumps(["zen.spamhaus.org*2"]),
+    "token_validation": "introspection",
+    "jwks_refresh_seconds": "300",
 }
 
 

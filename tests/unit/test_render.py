@@ -12,7 +12,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from components.render import layout
-from components.render.dovecot import render_dovecot_conf
+from components.render.dovecot import render_dovecot_conf, render_introspection_filter_config, render_jwks_sync_config
 from components.render.postfix import render_postfix_main_cf, render_postfix_master_cf
 from components.render.roundcube import extract_json_document, render_roundcube_config, roundcube_settings
 from components.settings import Settings, load_settings
@@ -87,18 +87,93 @@ def test_dovecot_config_version_is_the_first_setting() -> None:
     assert dovecot_setting(conf, "dovecot_storage_version") == ["2.4.0"]
 
 
-def test_introspection_url_carries_the_credentials_and_points_at_authentiks_introspect_endpoint() -> None:
+INTROSPECTION = {"token_validation": "introspection"}
+
+
+def test_tokens_are_validated_locally_by_default() -> None:
+    assert settings().token_validation == "local"
+    oauth2 = block(render_dovecot_conf(settings(), CLIENT_ID, CLIENT_SECRET), "oauth2")
+    assert dovecot_setting(oauth2, "introspection_mode") == ["local"]
+    # Nothing that would call authentik on a login, and no secret in the file.
+    for online in ("introspection_url", "tokeninfo_url", "grant_url", "force_introspection", "active_attribute"):
+        assert dovecot_setting(oauth2, online) == [], online
+    assert CLIENT_SECRET not in render_dovecot_conf(settings(), CLIENT_ID, CLIENT_SECRET)
+
+
+@pytest.mark.parametrize("unset", ["", None])
+def test_an_empty_token_validation_means_the_default(unset: Any) -> None:
+    config = {"roundcube-authentik:mail_domain": "example.com", "roundcube-authentik:dev": "true",
+              "roundcube-authentik:roundcube_url": "http://localhost:8080",
+              "roundcube-authentik:authentik_url": "http://authentik.example.com:9000"}
+    if unset is not None:
+        config["roundcube-authentik:token_validation"] = unset
+        config["roundcube-authentik:jwks_refresh_seconds"] = unset
+    loaded = load_settings(config, "roundcube-authentik")
+    assert (loaded.token_validation, loaded.jwks_refresh_seconds) == ("local", 60)
+
+
+def test_token_validation_refuses_other_values() -> None:
+    with pytest.raises(ValueError, match="token_validation"):
+        settings(token_validation="userinfo")
+    with pytest.raises(ValueError, match="jwks_refresh_seconds: must be a number of seconds between 5 and 86400"):
+        settings(jwks_refresh_seconds=1)
+
+
+def test_local_validation_requires_the_providers_issuer_the_client_as_audience_and_the_email_claim() -> None:
+    oauth2 = block(render_dovecot_conf(settings(app_slug="mail"), CLIENT_ID, CLIENT_SECRET), "oauth2")
+    assert dovecot_setting(oauth2, "issuers") == ["http://authentik.example.com:9000/application/o/mail/"]
+    assert dovecot_setting(oauth2, "audience") == [CLIENT_ID]
+    assert dovecot_setting(oauth2, "username_attribute") == ["email"]
+    assert dovecot_setting(oauth2, "username_validation_format") == ["%{user | lower}"]
+
+
+def test_local_validation_accepts_exactly_the_public_and_the_internal_issuer() -> None:
+    # authentik builds `iss` from the Host of the token request: Roundcube's
+    # tokens come through the internal URL, mail clients' through the public one.
+    both = settings(authentik_url="https://auth.example.com:443", authentik_internal_url="http://authentik:9000", dev=True)
+    assert both.token_issuers == [
+        "https://auth.example.com/application/o/webmail/",  # a client leaves :443 out of Host
+        "http://authentik:9000/application/o/webmail/",
+    ]
+    conf = render_dovecot_conf(both, CLIENT_ID, CLIENT_SECRET)
+    assert dovecot_setting(block(conf, "oauth2"), "issuers") == [" ".join(both.token_issuers)]
+
+
+def test_local_validation_reads_keys_from_the_folder_jwks_sync_fills() -> None:
     conf = render_dovecot_conf(settings(), CLIENT_ID, CLIENT_SECRET)
+    keys = block(conf, "oauth2_local_validation")
+    assert dovecot_setting(keys, "prefix") == [layout.OAUTH2_KEY_DIR + "/"]
+    sync = json.loads(render_jwks_sync_config(settings(), CLIENT_ID))
+    assert sync["key_dir"] == layout.OAUTH2_KEY_DIR
+    assert sync["azp"] == CLIENT_ID  # authentik's access tokens carry the client id as azp
+
+
+def test_the_jwks_url_is_the_providers_own_over_the_back_channel(pem: Path) -> None:
+    public_only = json.loads(render_jwks_sync_config(settings(app_slug="mail", jwks_refresh_seconds=30), CLIENT_ID))
+    assert public_only["jwks_url"] == "http://authentik.example.com:9000/application/o/mail/jwks/"
+    assert public_only["interval"] == 30
+    assert (public_only.get("ca_dir"), public_only.get("ca_file")) == ("/etc/ssl/certs", None)
+    internal = prod_settings(pem, authentik_internal_url="https://authentik.internal:9443")
+    sync = json.loads(render_jwks_sync_config(internal, CLIENT_ID))
+    assert sync["jwks_url"] == "https://authentik.internal:9443/application/o/webmail/jwks/"
+    assert (sync.get("ca_file"), sync.get("ca_dir")) == (layout.AUTHENTIK_CA_FILE, None)
+
+
+def test_introspection_goes_through_the_containers_filter_with_the_credentials() -> None:
+    conf = render_dovecot_conf(settings(**INTROSPECTION), CLIENT_ID, CLIENT_SECRET)
     [url] = dovecot_setting(block(conf, "oauth2"), "introspection_url")
     parts = urlsplit(url)
     assert (parts.scheme, parts.hostname, parts.port, parts.path) == (
-        "http", "authentik.example.com", 9000, "/application/o/introspect/"
+        "http", "127.0.0.1", layout.INTROSPECTION_FILTER_PORT, "/application/o/introspect/"
     )
     assert (unquote(parts.username), unquote(parts.password)) == (CLIENT_ID, CLIENT_SECRET)
+    dovecot_filter = json.loads(render_introspection_filter_config(settings(**INTROSPECTION)))
+    assert dovecot_filter["port"] == layout.INTROSPECTION_FILTER_PORT
+    assert dovecot_filter["introspection_url"] == "http://authentik.example.com:9000/application/o/introspect/"
 
 
 def test_introspection_is_posted_forced_and_decided_by_active_with_email_as_user_name() -> None:
-    oauth2 = block(render_dovecot_conf(settings(), CLIENT_ID, CLIENT_SECRET), "oauth2")
+    oauth2 = block(render_dovecot_conf(settings(**INTROSPECTION), CLIENT_ID, CLIENT_SECRET), "oauth2")
     assert dovecot_setting(oauth2, "introspection_mode") == ["post"]
     assert dovecot_setting(oauth2, "force_introspection") == ["yes"]
     assert dovecot_setting(oauth2, "active_attribute") == ["active"]
@@ -108,8 +183,9 @@ def test_introspection_is_posted_forced_and_decided_by_active_with_email_as_user
     assert dovecot_setting(oauth2, "username_validation_format") == ["%{user | lower}"]
 
 
-def test_dovecot_never_asks_authentiks_userinfo_nor_logs_secrets() -> None:
-    conf = render_dovecot_conf(settings(), CLIENT_ID, CLIENT_SECRET)
+@pytest.mark.parametrize("mode", ["local", "introspection"])
+def test_dovecot_never_asks_authentiks_userinfo_nor_logs_secrets(mode: str) -> None:
+    conf = render_dovecot_conf(settings(token_validation=mode), CLIENT_ID, CLIENT_SECRET)
     assert "tokeninfo_url" not in conf  # would make every login fail in 2.4.1 (no `active` in userinfo)
     assert "userinfo" not in conf
     assert "auth_debug" not in conf
@@ -118,8 +194,8 @@ def test_dovecot_never_asks_authentiks_userinfo_nor_logs_secrets() -> None:
 
 @pytest.mark.parametrize("secret", HOSTILE)
 def test_a_hostile_client_secret_stays_inside_the_introspection_url(secret: str) -> None:
-    plain = render_dovecot_conf(settings(), CLIENT_ID, CLIENT_SECRET)
-    hostile = render_dovecot_conf(settings(), CLIENT_ID, secret)
+    plain = render_dovecot_conf(settings(**INTROSPECTION), CLIENT_ID, CLIENT_SECRET)
+    hostile = render_dovecot_conf(settings(**INTROSPECTION), CLIENT_ID, secret)
     assert len(hostile.splitlines()) == len(plain.splitlines())
     [url] = dovecot_setting(hostile, "introspection_url")
     assert re.fullmatch(r"[A-Za-z0-9:/.%@_~-]+", url), url  # nothing Dovecot would expand or split
@@ -128,21 +204,22 @@ def test_a_hostile_client_secret_stays_inside_the_introspection_url(secret: str)
 
 def test_a_client_id_with_a_colon_is_refused() -> None:
     with pytest.raises(ValueError, match="':'"):
-        render_dovecot_conf(settings(), "id:with:colons", CLIENT_SECRET)
+        render_dovecot_conf(settings(**INTROSPECTION), "id:with:colons", CLIENT_SECRET)
 
 
-def test_dovecot_uses_the_system_cas_for_authentik_without_a_ca_file() -> None:
-    oauth2 = block(render_dovecot_conf(settings(), CLIENT_ID, CLIENT_SECRET), "oauth2")
-    assert dovecot_setting(oauth2, "ssl_client_ca_dir") == ["/etc/ssl/certs"]
-    assert dovecot_setting(oauth2, "ssl_client_ca_file") == []
+def test_the_helpers_use_the_system_cas_for_authentik_without_a_ca_file() -> None:
+    for rendered in (render_jwks_sync_config(settings(), CLIENT_ID), render_introspection_filter_config(settings())):
+        trust = json.loads(rendered)
+        assert (trust.get("ca_dir"), trust.get("ca_file")) == ("/etc/ssl/certs", None)
 
 
-def test_dovecot_trusts_exactly_the_authentik_ca_file_when_set(pem: Path) -> None:
-    conf = render_dovecot_conf(prod_settings(pem), CLIENT_ID, CLIENT_SECRET)
-    oauth2 = block(conf, "oauth2")
-    assert dovecot_setting(oauth2, "ssl_client_ca_file") == [layout.AUTHENTIK_CA_FILE]
-    assert dovecot_setting(oauth2, "ssl_client_ca_dir") == [""]
-    assert dovecot_setting(conf, "ssl_client_ca_file") == [layout.AUTHENTIK_CA_FILE]  # only in the oauth2 block
+def test_the_helpers_trust_exactly_the_authentik_ca_file_when_set(pem: Path) -> None:
+    for rendered in (
+        render_jwks_sync_config(prod_settings(pem), CLIENT_ID),
+        render_introspection_filter_config(prod_settings(pem, **INTROSPECTION)),
+    ):
+        trust = json.loads(rendered)
+        assert (trust.get("ca_file"), trust.get("ca_dir")) == (layout.AUTHENTIK_CA_FILE, None)
 
 
 def test_imaps_and_starttls_only_with_tls(pem: Path) -> None:

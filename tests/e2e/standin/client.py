@@ -219,10 +219,14 @@ def get_authorization_code(
 
 
 def _token_request(
-    base_url: str, client_id: str, client_secret: str, data: dict, verify: bool | str, auth_method: str, timeout: float
+    base_url: str, client_id: str, client_secret: str, data: dict, verify: bool | str, auth_method: str, timeout: float,
+    host: str | None = None,
 ) -> dict[str, Any]:
-    """POST to the token endpoint as a confidential client; raises TokenEndpointError on an error answer."""
-    headers: dict[str, str] = {}
+    """POST to the token endpoint as a confidential client; raises TokenEndpointError on an error answer.
+
+    `host`: the Host header, as a client that reached authentik under another
+    name would send it (authentik writes it into the tokens' `iss`)."""
+    headers: dict[str, str] = {"Host": host} if host else {}
     _client_auth(client_id, client_secret, auth_method, data, headers)
     response = requests.post(_url(base_url, TOKEN_PATH), data=data, headers=headers, verify=verify, timeout=timeout)
     if response.status_code != 200:
@@ -241,12 +245,13 @@ def exchange_code(
     *,
     auth_method: str = "client_secret_post",
     timeout: float = 10,
+    host: str | None = None,
 ) -> dict[str, Any]:
     """The RP's token request for a code; raises TokenEndpointError on an error answer."""
     data = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
     if code_verifier:
         data["code_verifier"] = code_verifier
-    return _token_request(base_url, client_id, client_secret, data, verify, auth_method, timeout)
+    return _token_request(base_url, client_id, client_secret, data, verify, auth_method, timeout, host)
 
 
 def login_and_get_tokens(
@@ -262,6 +267,7 @@ def login_and_get_tokens(
     auth_method: str = "client_secret_post",
     session: requests.Session | None = None,
     timeout: float = 10,
+    host: str | None = None,
 ) -> dict[str, Any]:
     """Log ``username`` in through the authorization code flow with PKCE S256 and
     return the token endpoint's JSON answer (access_token, token_type, scope,
@@ -273,7 +279,7 @@ def login_and_get_tokens(
     )
     return exchange_code(
         base_url, client_id, client_secret, grant["code"], redirect_uri, grant["code_verifier"], verify,
-        auth_method=auth_method, timeout=timeout,
+        auth_method=auth_method, timeout=timeout, host=host,
     )
 
 
@@ -357,3 +363,12 @@ def discovery(base_url: str, slug: str, verify: bool | str = True, *, timeout: f
                             verify=verify, timeout=timeout)
     response.raise_for_status()
     return response.json()
+
+
+def rotate_signing_key(base_url: str, slug: str, verify: bool | str = True, *, timeout: float = 10) -> str:
+    """The stand-in's test hook: the application's provider gets a new key pair
+    (as when an authentik admin assigns another certificate); returns the new kid."""
+    response = requests.post(_url(base_url, f"/-/standin/applications/{slug}/rotate-signing-key/"),
+                             verify=verify, timeout=timeout)
+    response.raise_for_status()
+    return response.json()["kid"]

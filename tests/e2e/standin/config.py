@@ -149,6 +149,8 @@ class Config:
     users: list[User]
     applications: list[Application]
     warnings: list[str] = field(default_factory=list)
+    # Not authentik's: how long each answer takes (a real authentik takes ~30 ms), for benchmarks.
+    answer_delay_ms: int = 0
 
     @property
     def providers(self) -> list[Provider]:
@@ -234,7 +236,7 @@ def parse_config(data: dict) -> Config:
     warnings: list[str] = []
     _note_unknown(
         data,
-        {"base_url", "listen", "tls", "users", "scope_mappings", "applications"},
+        {"base_url", "listen", "tls", "users", "scope_mappings", "applications", "answer_delay_ms"},
         "config",
         warnings,
     )
@@ -331,7 +333,15 @@ def parse_config(data: dict) -> Config:
         users=users,
         applications=applications,
         warnings=warnings,
+        answer_delay_ms=_answer_delay(data),
     )
+
+
+def _answer_delay(data: dict) -> int:
+    delay = _optional(data, "answer_delay_ms", "config", int, 0)
+    if not 0 <= delay <= 10000:
+        raise ConfigError(f"config.answer_delay_ms: must be 0 to 10000, got {delay}")
+    return delay
 
 
 _PROVIDER_KEYS = {

@@ -37,7 +37,7 @@ import time
 from typing import Any, Callable
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit, urlunsplit
 
-from flask import Flask, Response, g, jsonify, redirect, request, session
+from flask import Flask, Response, g, has_request_context, jsonify, redirect, request, session
 
 from .config import Config, Provider, User, parse_config
 from .mappings import claims_for
@@ -116,7 +116,10 @@ class Standin:
     def __init__(self, config: Config, log: Callable[[str], None]):
         self.config = config
         self.log = log
-        self.key = SigningKey()
+        # Each provider with a signing key has its own key pair (authentik: the
+        # provider's certificate-key pair); a rotation replaces one provider's.
+        self._keys = {p.client_id: SigningKey() for p in config.providers if p.signing_key}
+        self.answer_delay = config.answer_delay_ms / 1000
         self.store = GrantStore()
         self._requests = 0
         self._lock = threading.Lock()
@@ -131,12 +134,33 @@ class Standin:
         with self._lock, open(self._issued_path, "a", encoding="utf-8") as issued:
             issued.write(json.dumps({"kind": kind, "value": value}) + "\n")
 
+    # --- signing keys ---------------------------------------------------------------
+
+    def key(self, provider: Provider) -> SigningKey:
+        with self._lock:
+            return self._keys.setdefault(provider.client_id, SigningKey())
+
+    def rotate_key(self, provider: Provider) -> SigningKey:
+        """What authentik does when the provider gets another certificate-key pair:
+        new tokens are signed with the new key, and the JWKS lists only the new key."""
+        with self._lock:
+            self._keys[provider.client_id] = key = SigningKey()
+        return key
+
+    def encode(self, provider: Provider, payload: dict[str, Any]) -> str:
+        return self.key(provider).encode(provider, payload)
+
     # --- identity helpers -----------------------------------------------------------
 
     def issuer(self, provider: Provider) -> str:
+        """authentik builds the issuer from the request: scheme and Host header
+        (so tokens fetched through an internal URL carry that URL)."""
+        base = self.config.base_url
+        if has_request_context() and request.host:
+            base = f"{base.split('://', 1)[0]}://{request.host}"
         if provider.issuer_mode == "global":
-            return f"{self.config.base_url}/"
-        return f"{self.config.base_url}/application/o/{provider.slug}/"
+            return f"{base}/"
+        return f"{base}/application/o/{provider.slug}/"
 
     @staticmethod
     def subject(provider: Provider, user: User) -> str:
@@ -190,7 +214,7 @@ class Standin:
         access_payload = dict(access_claims)
         access_payload["azp"] = provider.client_id
         access_payload["uid"] = generate_id()
-        access_value = self.key.encode(provider, access_payload)
+        access_value = self.encode(provider, access_payload)
         self.store.add(
             Grant(
                 kind="access",
@@ -211,7 +235,7 @@ class Standin:
             "token_type": "Bearer",
             "scope": " ".join(scope),
             "expires_in": int(provider.access_token_validity.total_seconds()),
-            "id_token": self.key.encode(provider, id_token_payload),
+            "id_token": self.encode(provider, id_token_payload),
         }
         self.record_issued("access_token", access_value)
         self.record_issued("id_token", response["id_token"])
@@ -336,6 +360,8 @@ def create_app(config: dict | Config, log: Callable[[str], None] | None = None) 
     def _start() -> None:
         g.decision = ""
         state.maybe_purge()
+        if state.answer_delay and not request.path.startswith("/-/"):
+            time.sleep(state.answer_delay)  # a real authentik takes ~30 ms per answer
 
     @app.after_request
     def _log_request(response: Response) -> Response:
@@ -361,6 +387,19 @@ def create_app(config: dict | Config, log: Callable[[str], None] | None = None) 
     @app.get("/-/health/ready/")
     def health() -> Response:
         return Response("", status=200)
+
+    # --- test hooks (not authentik endpoints) -------------------------------------
+
+    @app.post("/-/standin/applications/<slug>/rotate-signing-key/")
+    def rotate_signing_key(slug: str) -> Response:
+        provider = provider_for_slug(slug)
+        if provider is None or not provider.signing_key:
+            _decide(f"rotate signing key: no application {slug!r} with a signing key")
+            return Response("Not Found", status=404)
+        old = state.key(provider).kid
+        new = state.rotate_key(provider).kid
+        _decide(f"rotate signing key: {slug}: kid {old} -> {new}")
+        return jsonify({"kid": new, "previous_kid": old})
 
     # --- login flow ---------------------------------------------------------------
 
@@ -755,7 +794,7 @@ def create_app(config: dict | Config, log: Callable[[str], None] | None = None) 
         if provider is None:
             _decide(f"jwks: unknown application {slug!r}")
             return Response("Not Found", status=404)
-        body: dict[str, Any] = {"keys": [state.key.jwk()]} if provider.signing_key else {}
+        body: dict[str, Any] = {"keys": [state.key(provider).jwk()]} if provider.signing_key else {}
         response = jsonify(body)
         response.headers["Access-Control-Allow-Origin"] = "*"
         _decide(f"jwks: {slug} -> {len(body.get('keys', []))} key(s)")
@@ -837,7 +876,8 @@ def make_server(config: dict | Config, log: Callable[[str], None] | None = None)
     state: Standin = app.extensions["standin"]
     log(
         f"listening on https://{config.listen_host}:{server.server_port} (base_url {config.base_url}); "
-        f"applications {[a.slug for a in config.applications]}; signing key kid {state.key.kid}"
+        f"applications {[a.slug for a in config.applications]}; signing key kids "
+        f"{ {a.slug: state.key(a.provider).kid for a in config.applications if a.provider.signing_key} }"
     )
     return server
 
