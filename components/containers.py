@@ -70,6 +70,8 @@ CAPABILITIES: dict[str, dict[str, str]] = {
         "KILL": "the root master signals its children running as postfix",
     },
     "opendkim": {
+        "DAC_READ_SEARCH": "root (the entrypoint's check, then OpenDKIM before it drops privileges) reads the "
+        "signing key, mode 0600 and owned by the opendkim user",
         "SETUID": "OpenDKIM drops from root to the opendkim user (UserID) after reading its config",
         "SETGID": "the same switch sets its groups",
     },
