@@ -310,19 +310,6 @@ class Stack:
         wait_for_standin(self.ca_file, self.where, self.slug)
 
 
-def introspection_config(base: dict[str, str]) -> dict[str, str]:
-    """The e2e stack with token_validation: introspection, as its own application and ports."""
-    ns = "roundcube-authentik"
-    return {
-        **base,
-        f"{ns}:token_validation": "introspection",
-        f"{ns}:app_name": "Webmail (e2e, introspection)",
-        f"{ns}:app_slug": "webmail-e2e-introspection",
-        f"{ns}:ports": json.dumps({"http": PORTS["http"] + 1, "smtp": None, "submission": None,
-                                   "imaps": INTROSPECTION_IMAPS_PORT, "imap": None}),
-    }
-
-
 # -- host-side name resolution ------------------------------------------------------
 
 _real_getaddrinfo = socket.getaddrinfo

@@ -24,7 +24,6 @@ from tests.e2e.test_webmail import imap, new_logs, tokens
 pytestmark = pytest.mark.e2e
 
 ALICE, BOB = f"alice@{MAIL_DOMAIN}", f"bob@{MAIL_DOMAIN}"
-SLUG = "webmail-e2e"
 SYNC_WAIT = 12 * JWKS_REFRESH_SECONDS  # bounded wait for jwks-sync's next rounds
 
 
@@ -121,7 +120,7 @@ def test_a_key_rotation_at_authentik_is_picked_up_without_restarting_dovecot(sta
     started = dovecot.attrs["State"]["StartedAt"]
     old = tokens(stack, ALICE)["access_token"]
     assert logs_in(stack, ALICE, old)
-    new_kid = idp.rotate_signing_key(AUTH_URL, SLUG, verify=str(stack.ca_file))
+    new_kid = idp.rotate_signing_key(AUTH_URL, stack.slug, verify=str(stack.ca_file))
     new = tokens(stack, ALICE)["access_token"]
     assert jwt.get_unverified_header(new)["kid"] == new_kid
     eventually("a token signed with the new key logs in", lambda: logs_in(stack, ALICE, new), stack)

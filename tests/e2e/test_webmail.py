@@ -497,7 +497,8 @@ def test_mail_and_contacts_survive_a_redeploy_that_replaces_every_container(stac
 
     # An update whose settings replace Dovecot, Postfix and Roundcube.
     config = e2e_config(stack.where, pki, extra={
-        "memory_mb": Override({"dovecot": 640, "postfix": 320, "roundcube": 640}, "replaces every container"),
+        "memory_mb": Override({"dovecot": 640, "postfix": 320, "roundcube": 640, "opendkim": 192},
+                              "replaces every container"),
         "mailbox_quota": Override("6G", "changes Dovecot's config"),
     })
     later = capture(stack.capture.stack, config, placeholders=False, earlier=stack.capture)
