@@ -159,8 +159,11 @@ def declare_container(
         # Locked down: only the capabilities the daemon needs, no privilege
         # gained through setuid binaries, bounded memory (no swap beyond it)
         # and logs. The root filesystem stays writable: the docker provider
-        # uploads the config files at "/", which Docker refuses on a
-        # read-only root. pulumi-docker 5.2.0 has no pids limit argument.
+        # extracts `uploads` at "/", and Docker refuses that destination on a
+        # read-only root even when the files land in a volume. pulumi-docker
+        # 5.2.0 has no pids limit argument, and an nproc ulimit is per uid
+        # across the host and bounds none of these root-forking daemons
+        # (tests/daemons/test_lockdown.py shows both).
         capabilities=docker.ContainerCapabilitiesArgs(adds=sorted(CAPABILITIES[spec.service]), drops=["ALL"]),
         security_opts=["no-new-privileges:true"],
         memory=spec.memory_mb,

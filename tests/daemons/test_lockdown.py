@@ -5,11 +5,16 @@ and a healthcheck that exercises the service and passes."""
 from __future__ import annotations
 
 import time
+from collections import Counter
+from pathlib import PurePosixPath
 
+import docker
+import docker.errors
 import pytest
 
 from components import containers
-from daemon_harness import Stack
+from components.render import layout
+from daemon_harness import Pki, Resources, Stack, Upload, container_logs, exec_in, hardened, make_variant, tar_of
 
 
 @pytest.mark.parametrize("service", ["dovecot", "postfix", "roundcube"])
@@ -38,3 +43,72 @@ def test_each_daemon_runs_with_only_its_capabilities_and_its_healthcheck_passes(
 # linux/capability.h
 CAP_NUMBERS = {"CHOWN": 0, "DAC_OVERRIDE": 1, "FOWNER": 3, "FSETID": 4, "KILL": 5, "SETGID": 6, "SETUID": 7,
                "NET_BIND_SERVICE": 10, "SYS_CHROOT": 18}
+
+
+# -- what the lock-down cannot use, and why ---------------------------------------
+
+
+def test_a_read_only_root_refuses_the_docker_providers_uploads_even_into_a_volume(
+    resources: Resources, images: dict[str, str]
+) -> None:
+    """Why the root filesystems stay writable.
+
+    The docker provider (kreuzwerker/terraform-provider-docker, bridged by
+    pulumi-docker) sends every `uploads` file as a tar extracted at "/"
+    (`CopyToContainer(ctx, id, "/", ...)`). Docker checks the destination
+    folder, not the files in the tar (moby daemon/archive.go,
+    checkIfPathIsInAVolume): "/" is in no volume, so a read-only root refuses
+    the upload even when the file lands in a writable volume. If an engine
+    ever accepts it, `read_only` can be turned on.
+    """
+    config_dir = str(PurePosixPath(layout.DOVECOT_CONF).parent)
+    container = resources.container(
+        "read-only-root",
+        images["dovecot"],
+        {},
+        start=False,
+        read_only=True,
+        mounts=[docker.types.Mount(config_dir, None, type="volume")],
+    )
+    upload = tar_of({layout.DOVECOT_CONF: Upload(b"# uploaded\n", 0o600)})
+    with pytest.raises(docker.errors.APIError, match="read-only"):
+        container.put_archive("/", upload)
+    # The same file, sent to its own folder (which the provider never does), is accepted.
+    assert container.put_archive(config_dir, tar_of({"/dovecot.conf": Upload(b"# uploaded\n", 0o600)}))
+
+
+@pytest.mark.parametrize("service", ["dovecot", "postfix", "roundcube"])
+def test_an_nproc_ulimit_of_one_still_lets_each_daemon_run_many_processes(
+    resources: Resources, images: dict[str, str], pki: Pki, service: str
+) -> None:
+    """Why there is no process-limit setting.
+
+    pulumi-docker 5.2.0 has no pids limit; its `ulimits` can set RLIMIT_NPROC,
+    but the kernel counts that per user id on the whole host (every container
+    of that uid, since there is no user namespace), never limits uid 0, and
+    checks it only at fork by a non-root user and at exec after a setuid. These
+    daemons fork as root: Dovecot and Postfix exec their services as root and
+    drop privileges after, Apache's children never exec. So even a limit of 1
+    bounds nothing here.
+    """
+    variant = make_variant("dev", pki)
+    files = {"dovecot": variant.dovecot_files, "postfix": variant.postfix_files, "roundcube": variant.roundcube_files}
+    container = resources.container(
+        service,
+        images[service],
+        files[service](),
+        ulimits=[docker.types.Ulimit(name="nproc", soft=1, hard=1)],
+        **hardened(service, variant.settings),
+    )
+    deadline = time.monotonic() + 90
+    while True:
+        container.reload()
+        health = container.attrs["State"].get("Health", {})
+        if health.get("Status") == "healthy" or container.status == "exited" or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert health.get("Status") == "healthy", container_logs(container)
+    assert "Max processes             1                    1" in exec_in(container, ["cat", "/proc/1/limits"])
+    owners = exec_in(container, ["sh", "-c", "for p in /proc/[0-9]*; do stat -c %u $p; done"]).split()
+    per_user = Counter(uid for uid in owners if uid != "0")
+    assert max(per_user.values()) > 1, per_user
