@@ -148,6 +148,18 @@ def _stable_number(*parts: str) -> int:
     return int(hashlib.sha256("/".join(parts).encode()).hexdigest()[:8], 16) % 90000 + 10000
 
 
+def string_leaves(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    """Every text value inside a declared value, with its dotted path (as in secret_paths)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from string_leaves(v, f"{path}.{k}" if path else k)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from string_leaves(v, f"{path}.{i}" if path else str(i))
+    elif isinstance(value, str):
+        yield path, value
+
+
 def _unwrap(value: Any, path: str, secret_paths: set[str]) -> Any:
     if rpc.is_rpc_secret(value):
         secret_paths.add(path)

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from components.render import layout
-from offline.capture import Capture, capture, capture_stack, read_stack
+from offline.capture import Capture, capture, capture_stack, read_stack, string_leaves
 from offline.stack_file import StackConfig
 
 KEY = "tls:index/privateKey:PrivateKey"
@@ -48,15 +48,6 @@ def records(c: Capture, type_: str, name: str) -> list[str]:
     return [r["value"] for r in c.exports["dns_records"] if r["type"] == type_ and r["name"] == name]
 
 
-def leaves(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
-    if isinstance(value, dict):
-        for k, v in value.items():
-            yield from leaves(v, f"{path}.{k}" if path else k)
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            yield from leaves(v, f"{path}.{i}" if path else str(i))
-    elif isinstance(value, str):
-        yield path, value
 
 
 def private_key_pem(c: Capture, selector: str = "s202612") -> str:
@@ -115,7 +106,7 @@ def test_dkim_private_key_is_secret_everywhere(declared: Capture) -> None:
     # The mocks keep the provider's secret marking of the private forms.
     body = private_lines(declared)
     for resource in declared.resources:
-        for path, value in leaves(resource.inputs):
+        for path, value in string_leaves(resource.inputs):
             if any(line in value for line in body):
                 assert resource is opendkim(declared) and path.startswith("uploads."), f"{resource.name}.{path}"
                 assert any(path == p or path.startswith(p + ".") for p in resource.secret_paths), path

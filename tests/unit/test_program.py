@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 import pulumi
 import pytest
 
-from offline.capture import Capture, capture, capture_stack, read_stack, PROJECT_DIR
+from offline.capture import PROJECT_DIR, Capture, capture, capture_stack, read_stack, string_leaves
 from offline.stack_file import StackConfig
 from components.render.roundcube import extract_json_document
 
@@ -223,7 +223,7 @@ def test_every_secret_bearing_input_and_export_is_secret(declared: Capture) -> N
     secrets = [provider.inputs["clientId"], provider.inputs["clientSecret"], _des_key(declared)]
     assert {"clientId", "clientSecret"} <= provider.secret_paths
     for r in declared.resources:
-        for path, value in _leaves(r.inputs):
+        for path, value in string_leaves(r.inputs):
             if any(s in value for s in secrets):
                 assert any(path == p or path.startswith(p + ".") for p in r.secret_paths), (
                     f"{r.name}.{path} carries a credential but is not secret"
@@ -249,7 +249,7 @@ def test_private_key_of_the_tls_certificate_never_enters_the_state() -> None:
         mounts = {v["containerPath"]: v for v in c["volumes"]}
         key = mounts["/etc/roundcube-authentik/tls/key.pem"]
         assert key["hostPath"] == "/etc/letsencrypt/live/mail.example.com/privkey.pem" and key["readOnly"] is True
-        assert all("PRIVATE KEY" not in value for _, value in _leaves(c))
+        assert all("PRIVATE KEY" not in value for _, value in string_leaves(c))
 
 
 def _des_key(c: Capture) -> str:
@@ -257,15 +257,6 @@ def _des_key(c: Capture) -> str:
     return config.split('"des_key"', 1)[1].split('"')[1]
 
 
-def _leaves(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
-    if isinstance(value, dict):
-        for k, v in value.items():
-            yield from _leaves(v, f"{path}.{k}" if path else k)
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            yield from _leaves(v, f"{path}.{i}" if path else str(i))
-    elif isinstance(value, str):
-        yield path, value
 
 
 # -- Docker ------------------------------------------------------------------
