@@ -1,14 +1,26 @@
 """How every service container is declared: one private network, named
-volumes that outlive the container, config delivered as uploaded files."""
+volumes that outlive the container, a read-only root, and config delivered
+as uploaded files through a config carrier.
+
+The docker provider extracts `uploads` at "/", which Docker refuses on a
+read-only root even when the files land in a volume. So each service's
+files are uploaded into a carrier: a container of the same image that is
+created and never started, with an anonymous volume for each folder the
+files are in. The daemon mounts those volumes read-only (`volumes_from`).
+A changed file replaces the carrier, hence its id, hence the daemon; the
+named volumes stay."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from pathlib import PurePosixPath
+from typing import Iterable, Sequence
 from urllib.parse import urlsplit
 
 import pulumi
 import pulumi_docker as docker
+
+from components.render import layout
 
 
 @dataclass
@@ -38,6 +50,7 @@ class File:
 
 
 # Debian's fixed ids (base-passwd), valid in every image built from Debian.
+WWW_DATA_UID = "33"
 WWW_DATA_GID = "33"
 
 
@@ -54,7 +67,7 @@ class Publish:
 # 1024 without NET_BIND_SERVICE (ip_unprivileged_port_start = 0).
 CAPABILITIES: dict[str, dict[str, str]] = {
     "dovecot": {
-        "CHOWN": "the entrypoint owns the config and mail folder; the master fchowns /run/dovecot/login",
+        "CHOWN": "the entrypoint owns a foreign mail folder; the master fchowns /run/dovecot/login",
         "DAC_OVERRIDE": "the root master reaches the vmail-owned maildirs and its runtime folders",
         "SETUID": "processes switch to vmail (mail), dovecot and dovenull (login, stats)",
         "SETGID": "the same switches set their groups (setgroups)",
@@ -62,9 +75,9 @@ CAPABILITIES: dict[str, dict[str, str]] = {
         "KILL": "the root master signals (stops, idle-kills) children running as other users",
     },
     "postfix": {
-        "CHOWN": "`postfix set-permissions` owns the spool and /var/lib/postfix",
+        "CHOWN": "`postfix check` owns the queue folders it creates in a fresh spool volume",
         "DAC_OVERRIDE": "the root master and postsuper reach queue folders owned by postfix",
-        "FOWNER": "`postfix set-permissions` sets modes on files root does not own",
+        "FOWNER": "`postfix check` sets modes on queue folders root does not own",
         "SETUID": "daemons switch to the postfix user",
         "SETGID": "the same switches set their groups",
         "KILL": "the root master signals its children running as postfix",
@@ -76,7 +89,7 @@ CAPABILITIES: dict[str, dict[str, str]] = {
         "SETGID": "the same switch sets its groups",
     },
     "roundcube": {
-        "CHOWN": "the entrypoint owns the config and the sqlite folder for www-data",
+        "CHOWN": "the entrypoint owns the sqlite folder and a new database for www-data",
         "DAC_OVERRIDE": "the entrypoint replaces files in the www-data-owned database folder",
         "FOWNER": "the entrypoint sets modes on the www-data-owned database folder",
         "SETUID": "Apache's children and the schema update run as www-data",
@@ -84,6 +97,40 @@ CAPABILITIES: dict[str, dict[str, str]] = {
         "KILL": "Apache's root parent signals its www-data children",
     },
 }
+
+# What each daemon writes outside its volumes: tmpfs, since the root is
+# read-only. Found by running each image read-only and adding one at a time
+# until it served (tests/daemons run every daemon with exactly these); the
+# owners are the images' fixed ids. tmpfs pages count against the memory limit.
+SCRATCH: dict[str, dict[str, str]] = {
+    "dovecot": {
+        "/run": "size=16m,mode=0755",              # the master's sockets, /run/dovecot
+        "/tmp": "size=16m,mode=1777",              # doveconf's binary config
+        "/var/lib/dovecot": "size=16m,mode=0755",  # instance registry, authentik's keys (refetched at start)
+    },
+    "postfix": {
+        "/var/lib/postfix": f"size=16m,mode=0755,uid={layout.POSTFIX_UID},gid={layout.POSTFIX_GID}",  # master.lock, TLS session caches
+    },
+    "opendkim": {
+        "/run/opendkim": f"size=1m,mode=0755,uid={layout.OPENDKIM_UID},gid={layout.OPENDKIM_GID}",
+    },
+    "roundcube": {
+        "/run": "size=16m,mode=0755",        # Apache's pid file
+        "/run/lock": "size=1m,mode=1777",    # Apache's lock folder (/var/lock)
+        "/tmp": "size=64m,mode=1777",        # PHP's uploaded attachments
+        "/var/lib/roundcube/temp": f"size=64m,mode=0750,uid={WWW_DATA_UID},gid={WWW_DATA_GID}",  # Roundcube's own temp files
+    },
+}
+
+
+def config_folders(paths: Iterable[str]) -> list[str]:
+    """The folders that hold `paths`, without those inside another one: the carrier's volumes."""
+    folders = sorted({str(PurePosixPath(p).parent) for p in paths})
+    for folder in folders:
+        if folder == "/" or PurePosixPath(folder).parent == PurePosixPath("/"):
+            raise ValueError(f"{folder}: an uploaded file's folder must not be / or sit directly under it")
+    return [f for f in folders if not any(PurePosixPath(f).is_relative_to(o) and f != o for o in folders)]
+
 
 # Container logs: json-file, rotated, at most 3 x 10 MB per container.
 LOG_OPTS = {"max-size": "10m", "max-file": "3"}
@@ -142,6 +189,28 @@ def declare_volume(
     )
 
 
+def declare_config_carrier(
+    parent: pulumi.Resource, resource_name: str, container_name: pulumi.Input[str], spec: ServiceSpec
+) -> docker.Container:
+    """The never-started container that holds a service's uploaded files (see the module's text)."""
+    return docker.Container(
+        f"{resource_name}-config",
+        name=pulumi.Output.concat(container_name, "-config"),
+        image=spec.image,
+        start=False,
+        must_run=False,
+        network_mode="none",
+        # Anonymous volumes, filled from the image and then by the uploads;
+        # removed with the carrier (remove_volumes is the default).
+        volumes=[docker.ContainerVolumeArgs(container_path=folder) for folder in config_folders(spec.files)],
+        uploads=[
+            docker.ContainerUploadArgs(file=path, content=f.content, permissions=f.mode, owner=f.owner, group=f.group)
+            for path, f in sorted(spec.files.items())
+        ],
+        opts=pulumi.ResourceOptions(parent=parent, delete_before_replace=True),
+    )
+
+
 def declare_container(
     parent: pulumi.Resource,
     resource_name: str,
@@ -150,6 +219,7 @@ def declare_container(
     volumes: dict[str, docker.Volume],
 ) -> docker.Container:
     health = spec.healthcheck
+    carrier = declare_config_carrier(parent, resource_name, container_name, spec) if spec.files else None
     return docker.Container(
         resource_name,
         name=container_name,
@@ -157,15 +227,12 @@ def declare_container(
         hostname=spec.service,
         restart="unless-stopped",
         # Locked down: only the capabilities the daemon needs, no privilege
-        # gained through setuid binaries, bounded memory (no swap beyond it)
-        # and logs. The root filesystem stays writable: the docker provider
-        # extracts `uploads` at "/", and Docker refuses that destination on a
-        # read-only root even when the files land in a volume. pulumi-docker
-        # 5.2.0 has no pids limit argument, and an nproc ulimit is per uid
-        # across the host and bounds none of these root-forking daemons
-        # (tests/daemons/test_lockdown.py shows both).
+        # gained through setuid binaries, a read-only root with tmpfs for
+        # what the daemon writes, bounded memory (no swap beyond it) and logs.
         capabilities=docker.ContainerCapabilitiesArgs(adds=sorted(CAPABILITIES[spec.service]), drops=["ALL"]),
         security_opts=["no-new-privileges:true"],
+        read_only=True,
+        tmpfs=SCRATCH[spec.service],
         memory=spec.memory_mb,
         memory_swap=spec.memory_mb,
         log_driver="json-file",
@@ -191,13 +258,11 @@ def declare_container(
         + [
             docker.ContainerVolumeArgs(host_path=b.host_path, container_path=b.container_path, read_only=True)
             for b in spec.binds
-        ],
+        ]
+        # The carrier's config folders, read-only. The provider passes
+        # from_container to Docker's VolumesFrom as is (its read_only flag
+        # applies to paths only), so the mode goes in Docker's own syntax.
+        + ([docker.ContainerVolumeArgs(from_container=carrier.id.apply(lambda i: f"{i}:ro"))] if carrier else []),
         hosts=[docker.ContainerHostArgs(host=name, ip=address) for name, address in sorted(spec.hosts.items())],
-        # Written into the container before it starts. A changed file replaces
-        # the container; the volumes above stay.
-        uploads=[
-            docker.ContainerUploadArgs(file=path, content=f.content, permissions=f.mode, owner=f.owner, group=f.group)
-            for path, f in sorted(spec.files.items())
-        ],
         opts=pulumi.ResourceOptions(parent=parent, delete_before_replace=True),
     )

@@ -73,6 +73,14 @@ class Capture:
             raise LookupError(f"expected one {type_} named *{name_suffix}, found {[r.name for r in found]}")
         return found[0]
 
+    def config_carrier(self, service: str) -> DeclaredResource:
+        """The container that holds `service`'s uploaded files (components/containers.py)."""
+        return self.one("docker:index/container:Container", f"-{service}-config")
+
+    def uploads(self, service: str) -> dict[str, dict[str, Any]]:
+        """`service`'s uploaded files by path, as declared on its config carrier."""
+        return {u["file"]: u for u in self.config_carrier(service).inputs.get("uploads", [])}
+
     def by_name(self, name: str) -> DeclaredResource:
         return next(r for r in self.resources if r.name == name)
 

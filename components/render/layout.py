@@ -21,7 +21,10 @@ WEBMAIL_SUBMISSION_PORT = 10587  # Roundcube only: private network, never publis
 HTTP_PORT = 80           # Roundcube behind Apache
 MILTER_PORT = 8891       # OpenDKIM's milter, asked by Postfix on the private network
 
-# Files the program uploads.
+# Files the program uploads. Each one's folder becomes a volume of the
+# service's config carrier (components/containers.py), mounted read-only into
+# the daemon, so no uploaded file may share a folder with a bind (the TLS
+# files) or sit directly in /etc.
 DOVECOT_CONF = "/etc/dovecot/dovecot.conf"
 JWKS_SYNC_CONFIG = "/etc/dovecot/jwks-sync.json"  # token_validation: local
 INTROSPECTION_FILTER_CONFIG = "/etc/dovecot/introspection-filter.json"  # token_validation: introspection
@@ -29,10 +32,10 @@ INTROSPECTION_FILTER_PORT = 8079  # on the Dovecot container's loopback only
 POSTFIX_MAIN_CF = "/etc/postfix/main.cf"
 POSTFIX_MASTER_CF = "/etc/postfix/master.cf"
 ROUNDCUBE_CONFIG = "/etc/roundcube/config.inc.php"
-AUTHENTIK_CA_FILE = "/etc/roundcube-authentik/authentik-ca.pem"
+AUTHENTIK_CA_FILE = "/etc/roundcube-authentik/ca/authentik-ca.pem"
 TLS_CERT_FILE = "/etc/roundcube-authentik/tls/cert.pem"
 TLS_KEY_FILE = "/etc/roundcube-authentik/tls/key.pem"
-OPENDKIM_CONF = "/etc/opendkim.conf"
+OPENDKIM_CONF = "/etc/opendkim/opendkim.conf"
 OPENDKIM_UNBOUND_CONF = "/etc/opendkim/unbound.conf"  # its DNS resolver's configuration
 OPENDKIM_KEY_DIR = "/etc/opendkim/keys"     # <selector>.pem, owned by the opendkim user, mode 0600
 POLICYD_SPF_CONF = "/etc/postfix-policyd-spf-python/policyd-spf.conf"
@@ -49,6 +52,11 @@ ROUNDCUBE_DB_FILE = f"{ROUNDCUBE_DB_DIR}/roundcube.sqlite"
 # The owner of the maildirs; fixed so a rebuilt image still owns old mail.
 VMAIL_UID = 5000
 VMAIL_GID = 5000
+# Postfix's users (images/postfix pins them), so a rebuilt image still owns
+# the queue folders of a kept spool volume.
+POSTFIX_UID = 100
+POSTFIX_GID = 101
+POSTDROP_GID = 102
 # The opendkim user of images/opendkim, fixed so the uploaded key's owner is known.
 OPENDKIM_UID = 5010
 OPENDKIM_GID = 5010

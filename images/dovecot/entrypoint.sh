@@ -11,10 +11,9 @@ if [ ! -f "$CONFIG" ]; then
     echo "entrypoint: $CONFIG is missing; the program uploads it before start" >&2
     exit 1
 fi
-# It holds the OAuth client secret: root only. Dovecot's master reads it as
-# root and hands the parsed settings to its other processes.
-chown root:root "$CONFIG"
-chmod 0600 "$CONFIG"
+# It holds the OAuth client secret: uploaded root-owned, mode 0600, onto a
+# read-only mount. Dovecot's master reads it as root and hands the parsed
+# settings to its other processes.
 
 # A new named volume is filled from the image (owned by vmail); a bind mount
 # or a volume made elsewhere may be owned by root. Only the top folder needs

@@ -1,6 +1,5 @@
 #!/bin/sh
-# Checks the uploaded configuration, repairs the spool's owners and modes and
-# runs Postfix in the foreground as PID 1 (logging to stdout, see main.cf).
+# Checks the uploaded configuration and runs Postfix in the foreground as PID 1 (logging to stdout, see main.cf).
 set -eu
 
 for file in /etc/postfix/main.cf /etc/postfix/master.cf; do
@@ -10,9 +9,9 @@ for file in /etc/postfix/main.cf /etc/postfix/master.cf; do
     fi
 done
 
-# The spool is a volume: a fresh one, or one left by an older image whose
-# postfix / postdrop ids differ, gets its owners and modes set here.
-postfix set-permissions
+# The root filesystem is read-only. `postfix check` creates the queue
+# folders a fresh spool volume lacks (owned by the pinned postfix / postdrop
+# ids) and reports wrong owners or modes.
 postfix check
 
 exec postfix start-fg

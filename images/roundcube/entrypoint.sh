@@ -12,9 +12,8 @@ if [ ! -f "$CONFIG" ]; then
     echo "entrypoint: $CONFIG is missing; the program uploads it before start" >&2
     exit 1
 fi
-# It holds the OAuth client secret and the DES key: root and Apache only.
-chown root:www-data "$CONFIG"
-chmod 0640 "$CONFIG"
+# It holds the OAuth client secret and the DES key: uploaded as
+# root:www-data, mode 0640, onto a read-only mount.
 
 # sqlite writes its journal next to the database: the folder is Apache's.
 chown www-data:www-data "$DB_DIR"

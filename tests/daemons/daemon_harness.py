@@ -405,7 +405,23 @@ class Resources:
         start: bool = True,
         **kwargs: Any,
     ) -> Any:
-        """create -> put_archive -> start: what the docker provider's uploads do."""
+        """create -> put_archive -> start: what the docker provider's uploads do.
+
+        With read_only (as hardened() gives), the files go where the program
+        puts them: into a never-started config carrier's anonymous volumes,
+        mounted read-only into this container (components/containers.py).
+        """
+        if files and kwargs.get("read_only"):
+            carrier = self.client.containers.create(
+                image,
+                name=self.name(f"{what}-config"),
+                network_mode="none",
+                mounts=[docker.types.Mount(f, None, type="volume") for f in declared.config_folders(files)],
+            )
+            self.containers.append(carrier)
+            carrier.put_archive("/", tar_of(files))
+            kwargs["volumes_from"] = [f"{carrier.id}:ro"]
+            files = {}
         if network is not None:
             kwargs["network"] = network.name
             kwargs["networking_config"] = {
@@ -635,6 +651,8 @@ def hardened(service: str, settings: Settings) -> dict[str, Any]:
         "cap_drop": ["ALL"],
         "cap_add": sorted(declared.CAPABILITIES[service]),
         "security_opt": ["no-new-privileges:true"],
+        "read_only": True,
+        "tmpfs": declared.SCRATCH[service],
         "mem_limit": f"{memory}m",
         "memswap_limit": f"{memory}m",
         "log_config": {"type": "json-file", "config": declared.LOG_OPTS},

@@ -34,10 +34,24 @@ def test_each_daemon_runs_with_only_its_capabilities_and_its_healthcheck_passes(
     assert host["SecurityOpt"] == ["no-new-privileges:true"]
     assert host["Memory"] == getattr(stack.variant.settings.memory_mb, service) * 1024 * 1024
     assert not host["Privileged"]
+    # A read-only root: only the listed tmpfs and the volumes are writable,
+    # and the config folders (from the carrier) are read-only.
+    assert host["ReadonlyRootfs"] is True and host["Tmpfs"] == containers.SCRATCH[service]
+    assert len(host["VolumesFrom"]) == 1 and host["VolumesFrom"][0].endswith(":ro")
+    probes = ["/usr/local/bin/probe", config_file[service]]
+    for path in probes:
+        write = container.exec_run(["sh", "-c", f"echo x > {path}"], user="root")
+        assert write.exit_code != 0 and b"Read-only file system" in write.output, (path, write.output)
     # The kernel agrees: PID 1's bounding set holds exactly the listed capabilities.
     status = container.exec_run(["grep", "CapBnd", "/proc/1/status"]).output.decode()
     expected = sum(1 << CAP_NUMBERS[c] for c in containers.CAPABILITIES[service])
     assert int(status.split()[1], 16) == expected, status
+
+
+# A file of each daemon's config, on its carrier's read-only volume.
+config_file = {
+    "dovecot": layout.DOVECOT_CONF, "postfix": layout.POSTFIX_MAIN_CF, "roundcube": layout.ROUNDCUBE_CONFIG,
+}
 
 
 # linux/capability.h
@@ -51,7 +65,7 @@ CAP_NUMBERS = {"CHOWN": 0, "DAC_OVERRIDE": 1, "FOWNER": 3, "FSETID": 4, "KILL": 
 def test_a_read_only_root_refuses_the_docker_providers_uploads_even_into_a_volume(
     resources: Resources, images: dict[str, str]
 ) -> None:
-    """Why the root filesystems stay writable.
+    """Why the config goes through a carrier container (components/containers.py).
 
     The docker provider (kreuzwerker/terraform-provider-docker, bridged by
     pulumi-docker) sends every `uploads` file as a tar extracted at "/"
@@ -59,7 +73,7 @@ def test_a_read_only_root_refuses_the_docker_providers_uploads_even_into_a_volum
     folder, not the files in the tar (moby daemon/archive.go,
     checkIfPathIsInAVolume): "/" is in no volume, so a read-only root refuses
     the upload even when the file lands in a writable volume. If an engine
-    ever accepts it, `read_only` can be turned on.
+    ever accepts it, the carriers can go.
     """
     config_dir = str(PurePosixPath(layout.DOVECOT_CONF).parent)
     container = resources.container(

@@ -41,7 +41,7 @@ def opendkim(c: Capture) -> Any:
 
 
 def uploads(c: Capture, service: str) -> dict[str, dict[str, Any]]:
-    return {u["file"]: u for u in c.one(CONTAINER, f"-{service}").inputs.get("uploads", [])}
+    return c.uploads(service)
 
 
 def records(c: Capture, type_: str, name: str) -> list[str]:
@@ -91,7 +91,7 @@ def test_dkim_private_key_is_uploaded_to_opendkim_only_as_a_secret_file_readable
     declared: Capture,
 ) -> None:
     pem = private_key_pem(declared)
-    container = opendkim(declared)
+    container = declared.config_carrier("opendkim")
     key_file = uploads(declared, "opendkim")[layout.dkim_key_file("s202612")]
     assert key_file["content"] == pem
     assert (key_file["permissions"], key_file["owner"], key_file["group"]) == (
@@ -108,7 +108,7 @@ def test_dkim_private_key_is_secret_everywhere(declared: Capture) -> None:
     for resource in declared.resources:
         for path, value in string_leaves(resource.inputs):
             if any(line in value for line in body):
-                assert resource is opendkim(declared) and path.startswith("uploads."), f"{resource.name}.{path}"
+                assert resource is declared.config_carrier("opendkim") and path.startswith("uploads."), f"{resource.name}.{path}"
                 assert any(path == p or path.startswith(p + ".") for p in resource.secret_paths), path
     for name, value in declared.exports.items():
         assert not any(line in json.dumps(value) for line in body) or name in declared.secret_exports, name
@@ -120,7 +120,7 @@ def test_placeholders_give_a_stable_key_that_stays_secret() -> None:
     first, second = run("dev", placeholders=True), run("dev", placeholders=True)
     assert first.exports["dns_records"] == second.exports["dns_records"]
     key_file = uploads(first, "opendkim")[layout.dkim_key_file("s202612")]
-    assert key_file["content"].startswith("__SECRET_") and "uploads" in opendkim(first).secret_paths
+    assert key_file["content"].startswith("__SECRET_") and "uploads" in first.config_carrier("opendkim").secret_paths
 
 
 # -- dns_records -------------------------------------------------------------------

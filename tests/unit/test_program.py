@@ -47,7 +47,7 @@ def container(c: Capture, service: str):
 
 
 def container_files(c: Capture, service: str) -> dict[str, str]:
-    return {u["file"]: u["content"] for u in container(c, service).inputs.get("uploads", [])}
+    return {path: u["content"] for path, u in c.uploads(service).items()}
 
 
 # -- authentik -------------------------------------------------------------------
@@ -246,7 +246,7 @@ def test_private_key_of_the_tls_certificate_never_enters_the_state() -> None:
     prod = capture_stack("prod", placeholders=False)
     for service in ("dovecot", "postfix"):
         c = container(prod, service).inputs
-        mounts = {v["containerPath"]: v for v in c["volumes"]}
+        mounts = {v["containerPath"]: v for v in c["volumes"] if "containerPath" in v}
         key = mounts["/etc/roundcube-authentik/tls/key.pem"]
         assert key["hostPath"] == "/etc/letsencrypt/live/mail.example.com/privkey.pem" and key["readOnly"] is True
         assert all("PRIVATE KEY" not in value for _, value in string_leaves(c))
@@ -274,7 +274,7 @@ def test_volumes_are_protected_retained_and_untouched_by_config_changes(declared
     assert {n: v.inputs for n, v in changed.items()} == {n: v.inputs for n, v in volumes.items()}
     # Containers are replaced on such a change and mount the same volumes.
     for service, path in (("dovecot", "/var/mail"), ("roundcube", "/var/lib/roundcube/db")):
-        mounts = {m["containerPath"]: m.get("volumeName") for m in container(declared, service).inputs["volumes"]}
+        mounts = {m["containerPath"]: m.get("volumeName") for m in container(declared, service).inputs["volumes"] if "containerPath" in m}
         assert mounts[path].startswith(f"roundcube-authentik-{declared.stack}-")
 
 
@@ -409,7 +409,7 @@ def test_a_port_can_be_published_on_its_own_address() -> None:
 
 
 def test_every_container_is_locked_down_with_its_own_capabilities_limits_and_healthcheck(declared: Capture) -> None:
-    from components.containers import CAPABILITIES, LOG_OPTS
+    from components.containers import CAPABILITIES, LOG_OPTS, SCRATCH
 
     for service in ("dovecot", "postfix", "roundcube", "opendkim"):
         inputs = container(declared, service).inputs
@@ -421,6 +421,38 @@ def test_every_container_is_locked_down_with_its_own_capabilities_limits_and_hea
         assert inputs["restart"] == "unless-stopped"
         assert inputs["healthcheck"]["tests"][0] == "CMD"
         assert "privileged" not in inputs
+        # A read-only root: the daemon writes only to its tmpfs and volumes,
+        # and reads its config from its carrier's volumes, read-only.
+        assert inputs["readOnly"] is True and inputs["tmpfs"] == SCRATCH[service]
+        assert "uploads" not in inputs
+        carrier = declared.config_carrier(service)
+        from_carrier = [v["fromContainer"] for v in inputs["volumes"] if "fromContainer" in v]
+        assert from_carrier == [f"{carrier.outputs.get('id', carrier.name + '-id')}:ro"], from_carrier
+
+
+def test_each_config_carrier_holds_only_the_uploads_and_never_runs(declared: Capture) -> None:
+    from components.containers import config_folders
+
+    carriers = [c for c in declared.of_type(CONTAINER) if c.name.endswith("-config")]
+    assert len(carriers) == 4
+    for carrier in carriers:
+        inputs = carrier.inputs
+        assert inputs["start"] is False and inputs["mustRun"] is False and inputs["networkMode"] == "none"
+        assert not inputs.get("ports") and not inputs.get("networksAdvanced") and not inputs.get("envs")
+        files = [u["file"] for u in inputs["uploads"]]
+        folders = [v["containerPath"] for v in inputs["volumes"]]
+        assert folders == config_folders(files) and all("volumeName" not in v for v in inputs["volumes"])
+        # Every uploaded file lands in one of the carrier's volumes, none in its root.
+        assert all(any(f.startswith(folder + "/") for folder in folders) for f in files)
+        assert carrier.delete_before_replace
+
+
+def test_config_folders_are_the_uploads_outermost_folders_and_refuse_etc_itself() -> None:
+    from components.containers import config_folders
+
+    assert config_folders(["/etc/a/x", "/etc/a/keys/k", "/etc/b/c/y"]) == ["/etc/a", "/etc/b/c"]
+    with pytest.raises(ValueError, match="/etc"):
+        config_folders(["/etc/opendkim.conf"])
 
 
 def test_memory_limits_are_settings() -> None:

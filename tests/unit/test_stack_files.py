@@ -94,7 +94,7 @@ def test_every_example_stack_runs_the_program_as_the_cli_reads_it(stack: str) ->
     declared = capture(stack, config, placeholders=True)
     types = {r.type for r in declared.resources}
     assert "authentik:index/providerOauth2:ProviderOauth2" in types
-    services = {c.name.rsplit("-", 1)[1] for c in declared.of_type("docker:index/container:Container")}
+    services = {c.inputs["hostname"] for c in declared.of_type("docker:index/container:Container") if "hostname" in c.inputs}
     assert {"dovecot", "postfix", "roundcube"} <= services
     assert declared.exports["webmail_url"] == config.get("roundcube_url")
 
@@ -202,7 +202,7 @@ def test_a_relative_ca_file_is_read_from_the_project_folder_once(monkeypatch: py
     assert len(reads) == 1, reads
     pem = (PROJECT_DIR / CA_FIXTURE).read_text()
     for service in ("dovecot", "roundcube"):
-        uploads = declared.one("docker:index/container:Container", f"-{service}").inputs["uploads"]
+        uploads = declared.uploads(service).values()
         assert [u["content"] for u in uploads if u["file"].endswith("authentik-ca.pem")] == [pem]
 
 
