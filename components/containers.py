@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import pulumi
 import pulumi_docker as docker
 
+from components.pids_limit import PidsLimit
 from components.render import layout
 
 
@@ -164,6 +165,7 @@ class ServiceSpec:
     binds: Sequence[Bind] = ()
     hosts: dict[str, str] = field(default_factory=dict)  # extra /etc/hosts entries: name -> address
     memory_mb: int = 512
+    pids_limit: int = 500
     healthcheck: Healthcheck | None = None
 
 
@@ -217,10 +219,11 @@ def declare_container(
     container_name: pulumi.Input[str],
     spec: ServiceSpec,
     volumes: dict[str, docker.Volume],
+    docker_host: pulumi.Input[str],
 ) -> docker.Container:
     health = spec.healthcheck
     carrier = declare_config_carrier(parent, resource_name, container_name, spec) if spec.files else None
-    return docker.Container(
+    container = docker.Container(
         resource_name,
         name=container_name,
         image=spec.image,
@@ -228,7 +231,8 @@ def declare_container(
         restart="unless-stopped",
         # Locked down: only the capabilities the daemon needs, no privilege
         # gained through setuid binaries, a read-only root with tmpfs for
-        # what the daemon writes, bounded memory (no swap beyond it) and logs.
+        # what the daemon writes, bounded memory (no swap beyond it), logs
+        # and (below) processes.
         capabilities=docker.ContainerCapabilitiesArgs(adds=sorted(CAPABILITIES[spec.service]), drops=["ALL"]),
         security_opts=["no-new-privileges:true"],
         read_only=True,
@@ -266,3 +270,12 @@ def declare_container(
         hosts=[docker.ContainerHostArgs(host=name, ip=address) for name, address in sorted(spec.hosts.items())],
         opts=pulumi.ResourceOptions(parent=parent, delete_before_replace=True),
     )
+    # The provider has no pids limit: set on the engine once the container exists.
+    PidsLimit(
+        f"{resource_name}-pids-limit",
+        docker_host=docker_host,
+        container_id=container.id,
+        pids_limit=spec.pids_limit,
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
+    return container

@@ -115,11 +115,13 @@ class MailServer(pulumi.ComponentResource):
                 publish=dovecot_publish,
                 mounts=[Mount("mail", layout.MAIL_DIR)],
                 memory_mb=settings.memory_mb.dovecot,
+                pids_limit=settings.pids_limit.dovecot,
                 healthcheck=containers.greets(layout.IMAP_PORT, "* OK"),
                 hosts=containers.hosts_to_reach(settings.authentik_backchannel_url),
                 binds=tls_mounts,
             ),
             volumes,
+            settings.docker_host,
         )
         self.postfix = containers.declare_container(
             self,
@@ -133,10 +135,12 @@ class MailServer(pulumi.ComponentResource):
                 publish=postfix_publish,
                 mounts=[Mount("spool", layout.POSTFIX_SPOOL_DIR)],
                 memory_mb=settings.memory_mb.postfix,
+                pids_limit=settings.pids_limit.postfix,
                 healthcheck=containers.greets(layout.SMTP_PORT, "220 "),
                 binds=tls_mounts,
             ),
             volumes,
+            settings.docker_host,
         )
 
         # Signs submitted mail and verifies inbound mail for Postfix (its milter).
@@ -151,9 +155,11 @@ class MailServer(pulumi.ComponentResource):
                 network_name=args.network_name,
                 files=opendkim_files,
                 memory_mb=settings.memory_mb.opendkim,
+                pids_limit=settings.pids_limit.opendkim,
                 healthcheck=Healthcheck(["CMD", "/usr/local/bin/healthcheck"], start_period="10s"),
             ),
             volumes,
+            settings.docker_host,
         )
 
         # With TLS, clients must use the certificate's name; without, the published address.

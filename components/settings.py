@@ -107,6 +107,27 @@ class MemoryLimits(_Strict):
         return value
 
 
+class ProcessLimits(_Strict):
+    """Most processes (threads included) each container may run at once: Docker's pids limit.
+
+    Above what the daemons' own limits allow (Dovecot's and Postfix's
+    default_process_limit of 100 per service, Apache's MaxRequestWorkers of
+    150), so only a runaway is stopped.
+    """
+
+    dovecot: int = 1000
+    postfix: int = 500
+    roundcube: int = 500
+    opendkim: int = 200
+
+    @field_validator("*")
+    @classmethod
+    def _count(cls, value: int) -> int:
+        if not 32 <= value <= 65536:
+            raise ValueError(f"must be a whole number of processes between 32 and 65536, got {value}")
+        return value
+
+
 class TlsFiles(_Strict):
     """PEM certificate chain and key for mail_hostname, as files on the Docker host.
 
@@ -151,6 +172,7 @@ class Settings(_Strict):
     publish_addresses: PublishAddresses = PublishAddresses()
     ports: Ports = Ports()
     memory_mb: MemoryLimits = MemoryLimits()
+    pids_limit: ProcessLimits = ProcessLimits()
     mailbox_quota: str = Field("5G", description="storage per mailbox: a number and M, G or T, e.g. 500M, 5G")
     relay_host: Optional[str] = None
     base_image: str = "debian:trixie-slim"

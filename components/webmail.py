@@ -66,11 +66,13 @@ class Webmail(pulumi.ComponentResource):
                 publish=[Publish(settings.ports.http, layout.HTTP_PORT, settings.address_of("http"))],
                 mounts=[Mount("database", layout.ROUNDCUBE_DB_DIR)],
                 memory_mb=settings.memory_mb.roundcube,
+                pids_limit=settings.pids_limit.roundcube,
                 # Roundcube's login page, rendered by PHP through Apache.
                 healthcheck=Healthcheck(["CMD", "php", "-r", LOGIN_PAGE_CHECK]),
                 hosts=containers.hosts_to_reach(settings.authentik_backchannel_url),
             ),
             volumes,
+            settings.docker_host,
         )
         self.url = settings.roundcube_url
         self.register_outputs({"url": self.url})

@@ -19,6 +19,7 @@ import runpy
 import secrets
 import string
 import sys
+import pickle
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -314,6 +315,11 @@ def capture(
 
     real_export = pulumi.export
     pulumi.export = record_export  # type: ignore[assignment]
+    # pulumi.dynamic's serialize_provider wraps pickle's _Pickler methods
+    # anew on every call and never unwraps them. `pulumi up` runs the program
+    # once per process; many captures in one process would nest the wrappers
+    # until pickling overflows the stack. Each capture starts from pickle's own.
+    pickler_methods = {name: pickle._Pickler.__dict__[name] for name in ("_batch_setitems", "save_dict")}
     try:
         with _in_project(project_dir):
             def program() -> None:
@@ -330,6 +336,8 @@ def capture(
                 if _sync_await(output.is_secret()):
                     secret_exports.add(name)
     finally:
+        for name, method in pickler_methods.items():
+            setattr(pickle._Pickler, name, method)
         pulumi.export = real_export  # type: ignore[assignment]
         pulumi.runtime.set_all_config({}, [])
         pulumi.runtime.settings.reset_options()

@@ -4,6 +4,7 @@ and a healthcheck that exercises the service and passes."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from pathlib import PurePosixPath
@@ -13,6 +14,8 @@ import docker.errors
 import pytest
 
 from components import containers
+from offline.capture import capture_stack
+from offline.dynamic_provider import ProviderFailed, run_provider
 from components.render import layout
 from daemon_harness import Pki, Resources, Stack, Upload, container_logs, exec_in, hardened, make_variant, tar_of
 
@@ -59,6 +62,59 @@ CAP_NUMBERS = {"CHOWN": 0, "DAC_OVERRIDE": 1, "FOWNER": 3, "FSETID": 4, "KILL": 
                "NET_BIND_SERVICE": 10, "SYS_CHROOT": 18}
 
 
+# -- the process limit: the program's own dynamic provider, run as Pulumi runs it --
+
+
+PIDS_LIMIT = "pulumi-python:dynamic/roundcube-authentik:PidsLimit"
+# The engine the tests' client talks to (docker.from_env), as a stack's docker_host.
+ENGINE = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+
+
+def test_the_declared_process_limit_bounds_each_daemon_and_a_fork_burst_fails_while_it_serves(
+    stack: Stack, docker_client: docker.DockerClient
+) -> None:
+    # The provider exactly as the program puts it into the state, loaded in an
+    # isolated interpreter as Pulumi's provider host loads it.
+    declared = capture_stack("dev", placeholders=True)
+    limit = declared.one(PIDS_LIMIT, "-dovecot-pids-limit").inputs
+    host = ENGINE
+    limits = stack.variant.settings.pids_limit
+    for service in ("dovecot", "postfix", "roundcube", "opendkim"):
+        container = getattr(stack, service)
+        news = {"docker_host": host, "container_id": container.id, "pids_limit": getattr(limits, service)}
+        assert run_provider(limit, news)["id"] == container.id
+        container.reload()
+        assert container.attrs["HostConfig"]["PidsLimit"] == getattr(limits, service)
+        # The kernel agrees: the container's pids cgroup has that maximum.
+        assert exec_in(container, ["cat", "/sys/fs/cgroup/pids/pids.max"]).strip() == str(getattr(limits, service))
+
+    # A burst of forks in Dovecot stops at a tight limit (set by the provider's
+    # update), and Dovecot still greets and stays healthy.
+    dovecot = stack.dovecot
+    declared_limit = {"docker_host": host, "container_id": dovecot.id, "pids_limit": limits.dovecot}
+    running = int(exec_in(dovecot, ["cat", "/sys/fs/cgroup/pids/pids.current"]))
+    tight = declared_limit | {"pids_limit": running + 20}
+    run_provider(limit, tight, olds=declared_limit, id_=dovecot.id)
+    burst = dovecot.exec_run(["sh", "-c", "for i in $(seq 1 60); do sleep 20 & done; wait"], user="root")
+    assert burst.exit_code != 0 and b"fork" in burst.output.lower(), burst.output[-300:]
+    # Back to the declared limit (no exec could start at the tight one); the
+    # burst's sleeps still run, and never went past the tight limit.
+    run_provider(limit, declared_limit, olds=tight, id_=dovecot.id)
+    assert int(exec_in(dovecot, ["cat", "/sys/fs/cgroup/pids/pids.current"])) <= running + 20
+    exec_in(dovecot, ["sh", "-c", "pkill -x sleep || true"])
+    dovecot.reload()
+    assert dovecot.attrs["HostConfig"]["PidsLimit"] == limits.dovecot
+    assert dovecot.attrs["State"]["Health"]["Status"] == "healthy"
+
+
+def test_a_failing_docker_call_fails_the_declared_provider(docker_client: docker.DockerClient) -> None:
+    declared = capture_stack("dev", placeholders=True)
+    limit = declared.one(PIDS_LIMIT, "-postfix-pids-limit").inputs
+    host = ENGINE
+    with pytest.raises(ProviderFailed, match="No such container"):
+        run_provider(limit, {"docker_host": host, "container_id": "rca-no-such-container", "pids_limit": 64})
+
+
 # -- what the lock-down cannot use, and why ---------------------------------------
 
 
@@ -95,7 +151,7 @@ def test_a_read_only_root_refuses_the_docker_providers_uploads_even_into_a_volum
 def test_an_nproc_ulimit_of_one_still_lets_each_daemon_run_many_processes(
     resources: Resources, images: dict[str, str], pki: Pki, service: str
 ) -> None:
-    """Why there is no process-limit setting.
+    """Why the process limit is Docker's pids limit (components/pids_limit.py), not a ulimit.
 
     pulumi-docker 5.2.0 has no pids limit; its `ulimits` can set RLIMIT_NPROC,
     but the kernel counts that per user id on the whole host (every container
@@ -107,10 +163,13 @@ def test_an_nproc_ulimit_of_one_still_lets_each_daemon_run_many_processes(
     """
     variant = make_variant("dev", pki)
     files = {"dovecot": variant.dovecot_files, "postfix": variant.postfix_files, "roundcube": variant.roundcube_files}
+    # The daemon's data folder is a volume, as deployed (the root is read-only).
+    data = {"dovecot": layout.MAIL_DIR, "postfix": layout.POSTFIX_SPOOL_DIR, "roundcube": layout.ROUNDCUBE_DB_DIR}
     container = resources.container(
         service,
         images[service],
         files[service](),
+        mounts=[docker.types.Mount(data[service], None, type="volume")],
         ulimits=[docker.types.Ulimit(name="nproc", soft=1, hard=1)],
         **hardened(service, variant.settings),
     )

@@ -22,11 +22,16 @@ import docker
 from docker.models.containers import Container
 
 from offline.capture import PROJECT_DIR, Capture, DeclaredResource
+from offline.dynamic_provider import run_provider
 
 CONTAINER_INPUTS = {
     "name", "image", "hostname", "restart", "networksAdvanced", "ports", "volumes", "uploads", "hosts",
     "capabilities", "securityOpts", "memory", "memorySwap", "logDriver", "logOpts", "healthcheck",
+    "readOnly", "tmpfs", "start", "mustRun", "networkMode",
 }
+PIDS_LIMIT = "pulumi-python:dynamic/roundcube-authentik:PidsLimit"
+# The engine the tests' client talks to (docker.from_env): the only docker_host they deploy to.
+ENGINE = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
 UPLOAD_INPUTS = {"file", "content", "permissions", "owner", "group"}
 HEALTHCHECK_INPUTS = {"tests", "interval", "timeout", "retries", "startPeriod"}
 _DURATION = re.compile(r"^(\d+)(ms|s|m|h)$")
@@ -43,6 +48,7 @@ class Deployment:
     networks: list[Any] = field(default_factory=list)
     volumes: list[Any] = field(default_factory=list)
     images: dict[str, str] = field(default_factory=dict)             # declared repoDigest -> real image id
+    declared_ids: dict[str, str] = field(default_factory=dict)       # a container's id under the mocks -> its name
     # Containers of the test's own (its DNS zone, its receiving SMTP server), not declared by the program.
     test_services: list[Container] = field(default_factory=list)
     dns: Optional[list[str]] = None  # the test zone's resolver, given to every declared container
@@ -58,7 +64,8 @@ class Deployment:
 
     def remove(self) -> None:
         """Stops and removes everything this deployment created (volumes too: they are the test's)."""
-        for c in [*self.containers.values(), *self.test_services]:
+        # Newest first: a daemon goes before the config carrier whose volumes it mounts.
+        for c in [*reversed(self.containers.values()), *self.test_services]:
             try:
                 c.remove(force=True, v=True)
             except docker.errors.NotFound:
@@ -178,14 +185,27 @@ def _create_container(deployment: Deployment, declared: DeclaredResource, dns: O
         # That would send the containers' traffic to the Docker host's own
         # bridge address; the tests talk only to loopback and their containers.
         raise UnsupportedDeclaration(f"{declared.name}: host-gateway mappings are not deployed by the tests")
-    networks = inputs["networksAdvanced"]
-    if len(networks) != 1:
-        raise UnsupportedDeclaration(f"{declared.name}: expected one network, got {networks}")
+    networks = inputs.get("networksAdvanced", [])
+    network_mode = inputs.get("networkMode")
+    if not (len(networks) == 1 and network_mode is None or not networks and network_mode == "none"):
+        raise UnsupportedDeclaration(f"{declared.name}: expected one network or none, got {networks}, {network_mode}")
+    if inputs.get("start") is False and inputs.get("mustRun") is not False:
+        raise UnsupportedDeclaration(f"{declared.name}: a container that is not started must not have to run")
     ports = inputs.get("ports", [])
     mounts = []
+    volumes_from = []
     for volume in inputs.get("volumes", []):
-        if "volumeName" in volume:
+        if "fromContainer" in volume:
+            # The provider hands this string to Docker's VolumesFrom as it is:
+            # the declared container's id (which the mocks name), then a mode.
+            declared_id, _, mode = volume["fromContainer"].partition(":")
+            source = deployment.containers[deployment.declared_ids[declared_id]]
+            volumes_from.append(f"{source.id}:{mode}" if mode else source.id)
+        elif "volumeName" in volume:
             mounts.append(docker.types.Mount(volume["containerPath"], volume["volumeName"], type="volume"))
+        elif "hostPath" not in volume:
+            # Anonymous: Docker makes a new volume, filled from the image, removed with the container.
+            mounts.append(docker.types.Mount(volume["containerPath"], None, type="volume"))
         else:
             mounts.append(
                 docker.types.Mount(
@@ -195,6 +215,10 @@ def _create_container(deployment: Deployment, declared: DeclaredResource, dns: O
     host_config = api.create_host_config(
         port_bindings={f"{p['internal']}/tcp": (p["ip"], p["external"]) for p in ports},
         mounts=mounts,
+        volumes_from=volumes_from or None,
+        read_only=inputs.get("readOnly"),
+        tmpfs=inputs.get("tmpfs"),
+        network_mode=network_mode,
         restart_policy={"Name": inputs.get("restart", "no")},
         extra_hosts={h["host"]: h["ip"] for h in inputs.get("hosts", [])},
         cap_add=inputs.get("capabilities", {}).get("adds"),
@@ -209,7 +233,7 @@ def _create_container(deployment: Deployment, declared: DeclaredResource, dns: O
     )
     networking = api.create_networking_config(
         {networks[0]["name"]: api.create_endpoint_config(aliases=networks[0].get("aliases", []))}
-    )
+    ) if networks else None
     created = api.create_container(
         image=deployment.images[inputs["image"]],
         name=inputs["name"],
@@ -245,9 +269,11 @@ def deploy(
     """
     deployment = Deployment(client=client, images=images)
     containers = [
-        c for c in sorted(capture.of_type("docker:index/container:Container"), key=lambda r: r.name)
-        if not services or any(c.name.endswith(f"-{service}") for service in services)
+        c for c in _creation_order(capture)
+        if not services or any(c.name.endswith(f"-{service}") or c.name.endswith(f"-{service}-config")
+                               for service in services)
     ]
+    deployment.declared_ids = _declared_ids(capture)
     mounted = {v.get("volumeName") for c in containers for v in c.inputs.get("volumes", [])}
     try:
         for network in capture.of_type("docker:index/network:Network"):
@@ -260,8 +286,10 @@ def deploy(
         dns = deployment.dns = test_services(deployment) if test_services is not None else None
         for declared in containers:
             deployment.containers[declared.name] = _create_container(deployment, declared, dns)
-        for container in deployment.containers.values():
-            container.start()
+        for declared in containers:
+            if declared.inputs.get("start") is not False:
+                deployment.containers[declared.name].start()
+        _apply_pids_limits(deployment, capture, set(deployment.containers))
     except BaseException:
         deployment.remove()
         raise
@@ -282,20 +310,70 @@ def redeploy(deployment: Deployment, earlier: Capture, later: Capture, images: d
         if before != after:
             raise UnsupportedDeclaration(f"the update changes {kind} resources: {before} -> {after}")
     deployment.images.update(images)
+    deployment.declared_ids = _declared_ids(later)
     old = {r.name: r for r in earlier.of_type("docker:index/container:Container")}
-    replaced = []
-    for declared in sorted(later.of_type("docker:index/container:Container"), key=lambda r: r.name):
-        previous = old.get(declared.name)
-        if previous is not None and previous.inputs == declared.inputs:
-            continue
+    ordered = _creation_order(later)
+    changed = {d.name for d in ordered if d.name not in old or old[d.name].inputs != d.inputs}
+    # A replaced container gets a new id, so a container that mounts its
+    # volumes (`fromContainer`) is replaced too; Pulumi deletes such a
+    # dependent before what it depends on, and creates it after.
+    for declared in ordered:
+        if any(_mounted_from(later, v) in changed for v in declared.inputs.get("volumes", [])):
+            changed.add(declared.name)
+    replacing = [d for d in ordered if d.name in changed]
+    for declared in reversed(replacing):
         assert declared.delete_before_replace, f"{declared.name}: expected delete_before_replace"
         if declared.name in deployment.containers:
-            deployment.containers.pop(declared.name).remove(force=True)
+            deployment.containers.pop(declared.name).remove(force=True, v=True)
+    for declared in replacing:
         container = _create_container(deployment, declared, deployment.dns)
         deployment.containers[declared.name] = container
-        container.start()
-        replaced.append(declared.name)
-    return replaced
+        if declared.inputs.get("start") is not False:
+            container.start()
+    # A limit is set again for a new container (a new id) or a changed limit.
+    earlier_limits = {r.name: r.inputs for r in earlier.of_type(PIDS_LIMIT)}
+    again = {
+        deployment.declared_ids[r.inputs["container_id"]] for r in later.of_type(PIDS_LIMIT)
+        if earlier_limits.get(r.name, {}).get("pids_limit") != r.inputs["pids_limit"]
+    }
+    _apply_pids_limits(deployment, later, {d.name for d in replacing} | again)
+    return [d.name for d in replacing]
+
+
+def _apply_pids_limits(deployment: Deployment, capture: Capture, containers: set[str]) -> None:
+    """Runs each declared process limit's own provider for these containers, as `pulumi up` would."""
+    for declared in capture.of_type(PIDS_LIMIT):
+        target = deployment.declared_ids[declared.inputs["container_id"]]
+        if target not in containers:
+            continue
+        if declared.inputs["docker_host"] != ENGINE:
+            raise UnsupportedDeclaration(f"{declared.name}: docker_host {declared.inputs['docker_host']!r} is not {ENGINE}")
+        news = {
+            "docker_host": declared.inputs["docker_host"],
+            "container_id": deployment.containers[target].id,
+            "pids_limit": declared.inputs["pids_limit"],
+        }
+        run_provider(declared.inputs, news)
+
+
+def _declared_ids(capture: Capture) -> dict[str, str]:
+    return {r.outputs.get("id", f"{r.name}-id"): r.name for r in capture.of_type("docker:index/container:Container")}
+
+
+def _mounted_from(capture: Capture, volume: dict[str, Any]) -> Optional[str]:
+    """The name of the declared container a `fromContainer` volume refers to."""
+    if "fromContainer" not in volume:
+        return None
+    return _declared_ids(capture)[volume["fromContainer"].partition(":")[0]]
+
+
+def _creation_order(capture: Capture) -> list[DeclaredResource]:
+    """The declared containers, each after those whose volumes it mounts."""
+    declared = sorted(capture.of_type("docker:index/container:Container"), key=lambda r: r.name)
+    sources = {_mounted_from(capture, v) for d in declared for v in d.inputs.get("volumes", [])} - {None}
+    if any(_mounted_from(capture, v) for d in declared if d.name in sources for v in d.inputs.get("volumes", [])):
+        raise UnsupportedDeclaration("a container whose volumes are mounted mounts another's")
+    return [d for d in declared if d.name in sources] + [d for d in declared if d.name not in sources]
 
 
 def leftovers(client: docker.DockerClient, prefix: str) -> Iterator[str]:

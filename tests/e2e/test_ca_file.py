@@ -16,13 +16,14 @@ import docker
 import pytest
 from playwright.sync_api import Browser
 
+from components.render import layout as render_layout
 from tests.e2e.environment import Override, Stack, layout, running_stack, wait_for
 from tests.e2e.test_webmail import ALICE, browser, imap, login_through_authentik, tokens, wait_for_inbox  # noqa: F401
 
 pytestmark = pytest.mark.e2e
 
 WHERE = layout("cafile", 2)
-CA_IN_CONTAINER = "/etc/roundcube-authentik/authentik-ca.pem"
+CA_IN_CONTAINER = render_layout.AUTHENTIK_CA_FILE
 
 
 def _pem_body_line(ca_file: Path) -> str:
@@ -76,6 +77,5 @@ def test_the_main_stack_trusts_authentik_through_the_system_store_without_a_ca_f
     assert stack.config is not None and stack.config.get("authentik_ca_file") is None
     for service in ("dovecot", "roundcube"):
         assert _system_store_holds(stack, service, pki["ca"])
-        files = [u["file"] for u in stack.capture.one("docker:index/container:Container", f"-{service}").inputs["uploads"]]
-        assert CA_IN_CONTAINER not in files
+        assert CA_IN_CONTAINER not in stack.capture.uploads(service)
     imap(stack, ALICE, tokens(stack, ALICE)["access_token"]).logout()

@@ -35,13 +35,19 @@ def test_removing_a_running_deployment_leaves_no_container_network_or_volume(eng
     try:
         wait_for(lambda: requests.get(f"http://127.0.0.1:{HTTP_PORT}/", timeout=3).status_code == 200, "Roundcube")
         running = sorted(leftovers(engine, PREFIX))
-        # dovecot, postfix, opendkim, roundcube, and the test's DNS zone and receiving SMTP server
-        assert len([r for r in running if r.startswith("container")]) == 6
+        # dovecot, postfix, opendkim, roundcube, their four config carriers, and the
+        # test's DNS zone and receiving SMTP server
+        assert len([r for r in running if r.startswith("container")]) == 10
         assert len([r for r in running if r.startswith("volume")]) == 3
+        carriers = [c for name, c in deployment.containers.items() if name.endswith("-config")]
+        anonymous = [m["Name"] for c in carriers for m in c.attrs["Mounts"] if m["Type"] == "volume"]
+        assert len(carriers) == 4 and len(anonymous) >= 4
     finally:
         # What the session fixture does in its `finally`, whether its tests passed or not.
         deployment.remove()
     assert list(leftovers(engine, PREFIX)) == []
+    remaining = {v.name for v in engine.volumes.list()}
+    assert not remaining & set(anonymous), "the carriers' config volumes are removed with them"
 
 
 def test_a_deployment_that_fails_midway_removes_what_it_created(engine: docker.DockerClient, pki: dict) -> None:

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from components import containers
+from components.settings import ProcessLimits
 from tests.e2e.environment import PORTS, Stack
 
 pytestmark = pytest.mark.e2e
@@ -35,7 +36,13 @@ def test_container_is_locked_down_bounded_and_healthy(stack: Stack, service: str
     assert {c.removeprefix("CAP_") for c in host["CapAdd"]} == set(containers.CAPABILITIES[service])
     assert host["SecurityOpt"] == ["no-new-privileges:true"]
     assert host["Privileged"] is False
+    assert host["ReadonlyRootfs"] is True and host["Tmpfs"] == containers.SCRATCH[service]
+    assert len(host["VolumesFrom"]) == 1 and host["VolumesFrom"][0].endswith(":ro")
+    write = stack.deployment.container(service).exec_run(["sh", "-c", "echo x > /etc/probe"], user="root")
+    assert write.exit_code != 0 and b"Read-only file system" in write.output, write.output
     assert host["Memory"] > 0 and host["MemorySwap"] == host["Memory"]
+    declared_limit = stack.capture.one("pulumi-python:dynamic/roundcube-authentik:PidsLimit", f"-{service}-pids-limit")
+    assert host["PidsLimit"] == declared_limit.inputs["pids_limit"] == getattr(ProcessLimits(), service)
     assert host["LogConfig"] == {"Type": "json-file", "Config": containers.LOG_OPTS}
     assert host["RestartPolicy"]["Name"] == "unless-stopped"
     assert attrs["Config"]["Healthcheck"]["Test"][0] == "CMD"

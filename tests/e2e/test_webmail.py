@@ -439,8 +439,7 @@ def test_no_issued_credential_or_secret_reaches_any_log_or_container_setting(sta
     issued = stack.issued()
     kinds = {entry["kind"] for entry in issued}
     assert {"authorization_code", "access_token", "refresh_token", "id_token"} <= kinds, kinds
-    uploads = stack.capture.one("docker:index/container:Container", "-roundcube").inputs["uploads"]
-    config = next(u["content"] for u in uploads if u["file"] == "/etc/roundcube/config.inc.php")
+    config = stack.capture.uploads("roundcube")["/etc/roundcube/config.inc.php"]["content"]
     exact = {f"{entry['kind']} {entry['value'][:12]}...": entry["value"] for entry in issued}
     exact["the client secret"] = stack.client_secret
     exact["Roundcube's DES key"] = extract_json_document(config)["des_key"]

@@ -16,6 +16,8 @@ import pytest
 
 from offline.capture import PROJECT_DIR, Capture, capture, capture_stack, read_stack, string_leaves
 from offline.stack_file import StackConfig
+from components.settings import ProcessLimits
+from offline.dynamic_provider import ProviderFailed, run_provider
 from components.render.roundcube import extract_json_document
 
 STACKS = ("dev", "prod")
@@ -23,6 +25,7 @@ PROVIDER = "authentik:index/providerOauth2:ProviderOauth2"
 CONTAINER = "docker:index/container:Container"
 VOLUME = "docker:index/volume:Volume"
 IMAGE = "docker:index/image:Image"
+PIDS_LIMIT = "pulumi-python:dynamic/roundcube-authentik:PidsLimit"
 
 
 def stack_config(stack: str) -> StackConfig:
@@ -300,6 +303,7 @@ OTHER_VALUES = {
     "publish_addresses": json.dumps({"http": "127.0.0.2", "smtp": "0.0.0.0"}),
     "ports": json.dumps({"http": 8081, "smtp": 2525, "submission": 465, "imaps": 9993}),
     "memory_mb": json.dumps({"dovecot": 1024, "postfix": 128, "roundcube": 768}),
+    "pids_limit": json.dumps({"dovecot": 2000, "opendkim": 100}),
     "mailbox_quota": "10G",
     "relay_host": "[smtp.example.net]:587",
     "base_image": "registry.example.org/debian:trixie-slim",
@@ -455,6 +459,38 @@ def test_config_folders_are_the_uploads_outermost_folders_and_refuse_etc_itself(
         config_folders(["/etc/opendkim.conf"])
 
 
+def test_every_daemon_gets_its_process_limit_on_the_stacks_docker_engine(declared: Capture) -> None:
+    limits = {r.name.removesuffix("-pids-limit"): r for r in declared.of_type(PIDS_LIMIT)}
+    assert set(limits) == {container(declared, s).name for s in ("dovecot", "postfix", "roundcube", "opendkim")}
+    defaults = ProcessLimits()
+    for service in ("dovecot", "postfix", "roundcube", "opendkim"):
+        daemon = container(declared, service)
+        inputs = limits[daemon.name].inputs
+        assert inputs["container_id"] == daemon.outputs.get("id", f"{daemon.name}-id")
+        assert inputs["pids_limit"] == getattr(defaults, service)
+        # The engine the docker provider talks to.
+        assert inputs["docker_host"] == declared.one("pulumi:providers:docker").inputs["host"]
+        # The provider travels in the state (dill, by value), as Pulumi's dynamic resources do.
+        assert inputs["__provider"]
+
+    def change(config: StackConfig) -> StackConfig:
+        return config.with_values(pids_limit=json.dumps({"postfix": 64}), docker_host="ssh://deploy@mail.example.org")
+
+    c = run(declared.stack, change)
+    postfix = {r.name: r.inputs for r in c.of_type(PIDS_LIMIT)}[container(c, "postfix").name + "-pids-limit"]
+    assert (postfix["pids_limit"], postfix["docker_host"]) == (64, "ssh://deploy@mail.example.org")
+
+
+def test_the_process_limit_provider_travels_whole_in_the_state() -> None:
+    """Pulumi's provider host loads it from the state alone: here an isolated interpreter
+    that cannot import this checkout. It gets as far as calling Docker (absent here)."""
+    declared = capture_stack("dev", placeholders=True).one(PIDS_LIMIT, "-roundcube-pids-limit")
+    news = {"docker_host": "unix:///nonexistent/docker.sock", "container_id": "c0ffee", "pids_limit": 64}
+    with pytest.raises(ProviderFailed) as failed:
+        run_provider(declared.inputs, news)
+    assert str(failed.value).startswith("docker.errors.DockerException") and "Connection aborted" in str(failed.value)
+
+
 def test_memory_limits_are_settings() -> None:
     def change(config: StackConfig) -> StackConfig:
         return config.with_values(memory_mb=json.dumps({"dovecot": 1024}))
@@ -547,6 +583,7 @@ BAD_SETTINGS = [
     ("per-port address that is not an IP", {"publish_addresses": json.dumps({"http": "localhost"})}, ["publish_addresses.http", "must be an IP address"]),
     ("quota that does not parse", {"mailbox_quota": "5 gigabytes"}, ["mailbox_quota", "must be a size in whole M, G or T such as 500M"]),
     ("memory limit too small", {"memory_mb": json.dumps({"roundcube": 16})}, ["memory_mb.roundcube", "between 64 and 65536"]),
+    ("process limit of no use", {"pids_limit": json.dumps({"postfix": 0})}, ["pids_limit.postfix", "between 32 and 65536"]),
     ("relay host that Postfix cannot read", {"relay_host": "smtp.example.net:587:1"}, ["relay_host", "must be a Postfix relayhost such as [smtp.example.net]:587"]),
     ("base image that is no image reference", {"base_image": "Debian Trixie"}, ["base_image", "must be an image reference"]),
     ("rebuild stamp with spaces", {"image_rebuild": "next tuesday"}, ["image_rebuild", "must be a short stamp"]),
