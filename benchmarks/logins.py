@@ -172,8 +172,7 @@ def _tar(files: dict[str, tuple[str, int]]) -> bytes:
 
 
 def dovecot_files(declared: Any) -> dict[str, tuple[str, int]]:
-    uploads = declared.one(CONTAINER, "-dovecot").inputs["uploads"]
-    return {u["file"]: (u["content"], int(u.get("permissions", "0644"), 8)) for u in uploads}
+    return {path: (u["content"], int(u.get("permissions", "0644"), 8)) for path, u in declared.uploads("dovecot").items()}
 
 
 def ceiling_files(local: dict[str, tuple[str, int]]) -> dict[str, tuple[str, int]]:
