@@ -24,6 +24,7 @@ import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from tests.e2e import mailclients
 from components.render.roundcube import extract_json_document
@@ -153,7 +154,16 @@ def send_in_roundcube(page: Page, recipient: str, subject: str, body: str) -> No
     page.goto(ROUNDCUBE_URL + "/?_task=mail&_action=compose")
     # Elastic's recipient widget: a visible input in front of the hidden _to field.
     to = page.locator(".recipient-input input").first
-    to.wait_for(timeout=30000)
+    try:
+        to.wait_for(timeout=30000)
+    except PlaywrightTimeoutError:
+        # What the page showed instead, for the failure report and artifacts/.
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        shot = ARTIFACTS / f"compose-{uuid.uuid4().hex[:8]}.png"
+        page.screenshot(path=str(shot), full_page=True)
+        raise AssertionError(
+            f"no compose form at {page.url} (screenshot {shot}): {page.locator('body').inner_text()[:500]!r}"
+        ) from None
     to.type(recipient)
     to.press("Enter")
     page.fill("#compose-subject", subject)
