@@ -235,7 +235,7 @@ def start_standin(engine: docker.DockerClient, network: str, config: dict[str, A
 
 def remove(engine: docker.DockerClient, name: str) -> None:
     for container in engine.containers.list(all=True, filters={"name": f"^/{name}$"}):
-        container.remove(force=True)
+        container.remove(force=True, v=True)
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -322,9 +322,9 @@ def run(delay_ms: int, chunks: int) -> dict[str, Any]:
                           f"idp calls/login {result['idp_calls_per_login']}  errors {result['errors']}", flush=True)
         finally:
             for dovecot in dovecots:
-                dovecot.remove(force=True)
+                dovecot.remove(force=True, v=True)
             if standin is not None:
-                standin.remove(force=True)
+                standin.remove(force=True, v=True)
             network.remove()
     results["ratio_local_to_ceiling"] = {
         str(clients): round(results["local"][str(clients)]["logins_per_s"]

@@ -38,6 +38,11 @@ def test_container_is_locked_down_bounded_and_healthy(stack: Stack, service: str
     assert host["Privileged"] is False
     assert host["ReadonlyRootfs"] is True and host["Tmpfs"] == containers.SCRATCH[service]
     assert len(host["VolumesFrom"]) == 1 and host["VolumesFrom"][0].endswith(":ro")
+    # The data folder is the stack's named volume, not the carrier's copy of
+    # the image's VOLUME at the same path.
+    data = {"dovecot": "/var/mail", "postfix": "/var/spool/postfix", "roundcube": "/var/lib/roundcube/db"}[service]
+    mounted = {m["Destination"]: m for m in attrs["Mounts"]}[data]
+    assert mounted["Type"] == "volume" and mounted["Name"] in {v.name for v in stack.deployment.volumes}, mounted
     write = stack.deployment.container(service).exec_run(["sh", "-c", "echo x > /etc/probe"], user="root")
     assert write.exit_code != 0 and b"Read-only file system" in write.output, write.output
     assert host["Memory"] > 0 and host["MemorySwap"] == host["Memory"]
