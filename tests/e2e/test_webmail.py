@@ -175,6 +175,7 @@ def send_in_roundcube(page: Page, recipient: str, subject: str, body: str) -> No
         # mailclients.smtp_submit): Roundcube shows it, its user sends again.
         if attempt == 2:
             raise AssertionError(_page_report(page, "SMTP 454 twice"))
+        failed.first.wait_for(state="hidden", timeout=30000)
 
 
 def _page_report(page: Page, what: str) -> str:
