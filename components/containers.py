@@ -30,6 +30,7 @@ class Mount:
 
     volume: str          # the component-local name, e.g. "mail"
     container_path: str
+    read_only: bool = False
 
 
 @dataclass
@@ -124,6 +125,17 @@ SCRATCH: dict[str, dict[str, str]] = {
 }
 
 
+def capability_names(service: str) -> list[str]:
+    """The capabilities `service` keeps, named as Docker stores them (`CAP_CHOWN`).
+
+    The docker provider reads HostConfig.CapAdd back verbatim and compares it
+    with the declaration, with no diff suppression, and capabilities force a
+    replacement: a name Docker stores differently (the docker CLI and newer
+    engines write the `CAP_` form) would replace the container on every `up`.
+    """
+    return sorted(f"CAP_{name}" for name in CAPABILITIES[service])
+
+
 def config_folders(paths: Iterable[str]) -> list[str]:
     """The folders that hold `paths`, without those inside another one: the carrier's volumes."""
     folders = sorted({str(PurePosixPath(p).parent) for p in paths})
@@ -142,10 +154,12 @@ class Healthcheck:
     """A command run inside the container with the image's own tools."""
 
     command: list[str]
+    # Durations as Go prints them (time.Duration.String()): the provider reads
+    # them back that way and would update "60s" to "1m0s" on every `up`.
     interval: str = "30s"
     timeout: str = "10s"
     retries: int = 3
-    start_period: str = "60s"
+    start_period: str = "1m0s"
 
 
 def greets(port: int, prefix: str) -> Healthcheck:
@@ -182,6 +196,7 @@ def hosts_to_reach(url: str) -> dict[str, str]:
 def declare_volume(
     parent: pulumi.Resource, resource_name: str, volume_name: pulumi.Input[str], protect: bool
 ) -> docker.Volume:
+    """A volume of data (mail, queue, database)."""
     # A stable name that depends on nothing but the stack, so no setting can
     # replace it; retained even if someone unprotects and destroys the stack.
     return docker.Volume(
@@ -189,6 +204,11 @@ def declare_volume(
         name=volume_name,
         opts=pulumi.ResourceOptions(parent=parent, protect=protect, retain_on_delete=True),
     )
+
+
+def declare_shared_volume(parent: pulumi.Resource, resource_name: str, volume_name: pulumi.Input[str]) -> docker.Volume:
+    """A volume two services share at run time (a socket), holding nothing to keep."""
+    return docker.Volume(resource_name, name=volume_name, opts=pulumi.ResourceOptions(parent=parent))
 
 
 def declare_config_carrier(
@@ -233,7 +253,7 @@ def declare_container(
         # gained through setuid binaries, a read-only root with tmpfs for
         # what the daemon writes, bounded memory (no swap beyond it), logs
         # and (below) processes.
-        capabilities=docker.ContainerCapabilitiesArgs(adds=sorted(CAPABILITIES[spec.service]), drops=["ALL"]),
+        capabilities=docker.ContainerCapabilitiesArgs(adds=capability_names(spec.service), drops=["ALL"]),
         security_opts=["no-new-privileges:true"],
         read_only=True,
         tmpfs=SCRATCH[spec.service],
@@ -256,7 +276,9 @@ def declare_container(
             for p in spec.publish
         ],
         volumes=[
-            docker.ContainerVolumeArgs(volume_name=volumes[m.volume].name, container_path=m.container_path)
+            docker.ContainerVolumeArgs(
+                volume_name=volumes[m.volume].name, container_path=m.container_path, read_only=m.read_only or None
+            )
             for m in spec.mounts
         ]
         + [

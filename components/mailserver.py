@@ -50,6 +50,8 @@ class MailServer(pulumi.ComponentResource):
             "spool": containers.declare_volume(
                 self, f"{name}-postfix-spool", f"{args.name_prefix}-postfix-spool", settings.protect_volumes
             ),
+            # Dovecot's auth socket for Postfix (layout.SASL_SOCKET).
+            "sasl": containers.declare_shared_volume(self, f"{name}-sasl", f"{args.name_prefix}-sasl"),
         }
 
         # The introspection URL inside carries the client secret.
@@ -113,7 +115,7 @@ class MailServer(pulumi.ComponentResource):
                 network_name=args.network_name,
                 files=dovecot_files,
                 publish=dovecot_publish,
-                mounts=[Mount("mail", layout.MAIL_DIR)],
+                mounts=[Mount("mail", layout.MAIL_DIR), Mount("sasl", layout.SASL_SOCKET_DIR)],
                 memory_mb=settings.memory_mb.dovecot,
                 pids_limit=settings.pids_limit.dovecot,
                 healthcheck=containers.greets(layout.IMAP_PORT, "* OK"),
@@ -133,7 +135,8 @@ class MailServer(pulumi.ComponentResource):
                 network_name=args.network_name,
                 files=postfix_files,
                 publish=postfix_publish,
-                mounts=[Mount("spool", layout.POSTFIX_SPOOL_DIR)],
+                # Postfix only connects to the socket: a read-only mount allows that.
+                mounts=[Mount("spool", layout.POSTFIX_SPOOL_DIR), Mount("sasl", layout.SASL_SOCKET_DIR, read_only=True)],
                 memory_mb=settings.memory_mb.postfix,
                 pids_limit=settings.pids_limit.postfix,
                 healthcheck=containers.greets(layout.SMTP_PORT, "220 "),

@@ -29,6 +29,9 @@ from components.settings import Settings
 # oauth2 HTTP client when no authentik CA is configured.
 SYSTEM_CA_DIR = "/etc/ssl/certs"
 
+# Local parts that would name a folder outside their own (Dovecot username_filter masks).
+UNSAFE_LOCAL_PARTS = (".*@*", "*.@*", "*..*@*")
+
 # Characters a value may have and still be written bare; anything else is quoted.
 _BARE = re.compile(r"^[A-Za-z0-9_./:@=+,-]+$")
 
@@ -124,15 +127,48 @@ def render_dovecot_conf(settings: Settings, client_id: str, client_secret: str) 
         "  }",
         "}",
         "",
-        "# Postfix authenticates submission here (smtpd_sasl_type = dovecot).",
+        "# Postfix authenticates submission here (smtpd_sasl_type = dovecot): a UNIX",
+        "# socket in a volume only Dovecot and Postfix mount. Postfix notices a",
+        "# closed UNIX socket when it writes and reconnects, so its AUTHs survive a",
+        "# reload or restart of Dovecot (over TCP they failed once with 454).",
         "service auth {",
-        "  inet_listener auth {",
-        "    listen = *",
-        f"    port = {layout.AUTH_PORT}",
+        "  unix_listener postfix-auth {",
+        f"    path = {_value(layout.SASL_SOCKET)}",
+        "    # Postfix's smtpd runs as the postfix user, unknown in this image.",
+        "    mode = 0666",
+        "  }",
+        "}",
+        "",
+        *_no_auth_penalty(),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _no_auth_penalty() -> list[str]:
+    """Dovecot's auth penalty, off: it is kept per client address and grows to 15 s.
+
+    Every Roundcube user logs in from Roundcube's one address, and Postfix
+    waits only 10 s for Dovecot (AUTH_TIMEOUT in xsasl_dovecot_server.c), so
+    one user's failed logins delayed everybody's and made Postfix answer 454
+    to good ones. Nothing here is guessable by retrying: bearer tokens are
+    signed JWTs. Each failed login is still answered only after
+    auth_failure_delay (2 s), which delays that client alone.
+
+    Dovecot 2.4.1 has no setting for the penalty; the auth process asks anvil
+    over the `anvil-auth-penalty` socket and does without the penalty when
+    that socket does not exist (src/auth/auth-penalty.c), so anvil listens
+    under another name. (The documented `mode = 0` does not stop it: the auth
+    process connects while still root.)
+    """
+    return [
+        "# No auth penalty (components/render/dovecot.py, _no_auth_penalty): it is",
+        "# per client address, and Roundcube's users all share one.",
+        "service anvil {",
+        "  unix_listener anvil-auth-penalty {",
+        "    path = anvil-auth-penalty-off",
         "  }",
         "}",
     ]
-    return "\n".join(lines) + "\n"
 
 
 def _oauth2(settings: Settings, client_id: str, client_secret: str) -> list[str]:
@@ -208,6 +244,14 @@ def _mail_domain_only(settings: Settings) -> list[str]:
         "  driver = static",
         "  deny = yes",
         f"  username_filter = {_value('*@*@*')}",
+        "}",
+        "# A mailbox's folder is named after its local part: `.`, `..`, a leading or",
+        "# trailing dot or two dots in a row would name another folder. (Dovecot's",
+        "# auth_username_chars already refuses `/`, spaces, quotes and `%`.)",
+        "passdb unsafe_local_part {",
+        "  driver = static",
+        "  deny = yes",
+        f"  username_filter = {_value(' '.join(UNSAFE_LOCAL_PARTS))}",
         "}",
         "passdb mail_domain {",
         "  driver = static",

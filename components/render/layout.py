@@ -14,7 +14,6 @@ OPENDKIM_HOST = "opendkim"
 IMAP_PORT = 143          # Roundcube, and plain IMAP when published on loopback
 IMAPS_PORT = 993         # mail clients, with TLS
 LMTP_PORT = 24           # Postfix delivers here
-AUTH_PORT = 12345        # Dovecot's auth service for Postfix SASL
 SMTP_PORT = 25           # inbound mail
 SUBMISSION_PORT = 587    # mail clients; TLS required for AUTH when tls is set
 WEBMAIL_SUBMISSION_PORT = 10587  # Roundcube only: private network, never published
@@ -39,6 +38,15 @@ OPENDKIM_CONF = "/etc/opendkim/opendkim.conf"
 OPENDKIM_UNBOUND_CONF = "/etc/opendkim/unbound.conf"  # its DNS resolver's configuration
 OPENDKIM_KEY_DIR = "/etc/opendkim/keys"     # <selector>.pem, owned by the opendkim user, mode 0600
 POLICYD_SPF_CONF = "/etc/postfix-policyd-spf-python/policyd-spf.conf"
+
+# Dovecot's auth service for Postfix's SASL: a UNIX socket in a volume both
+# containers mount (components/mailserver.py). Not TCP: Postfix's smtpd keeps
+# its connection to the auth service across SMTP sessions and reconnects only
+# when a write fails; a write to a closed UNIX socket fails (EPIPE), one to a
+# closed TCP connection succeeds and the client got "454 Connection lost to
+# authentication server" after every Dovecot reload or restart.
+SASL_SOCKET_DIR = "/var/lib/roundcube-authentik/sasl"
+SASL_SOCKET = f"{SASL_SOCKET_DIR}/auth"
 
 # Where jwks-sync.py keeps authentik's public keys for Dovecot (in the container).
 OAUTH2_KEY_DIR = "/var/lib/dovecot/oauth2-keys"

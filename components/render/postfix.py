@@ -19,6 +19,25 @@ _HEADER = [
 SENDER_LOGIN_MAP = "regexp:{{/^(.+)$$/ $${1}}}"
 
 
+# What a local part of mail_domain may be: dot-separated words of letters,
+# digits and `_ + = -`. Anything else (`.`, `..`, a leading or trailing dot, `/`,
+# spaces, quotes, `%`) would name another folder than the mailbox's own under
+# Dovecot's /var/mail/<domain>/, or is not an address a person would have.
+SAFE_LOCAL_PART = r"[A-Za-z0-9_+=-]+(\.[A-Za-z0-9_+=-]+)*"
+
+
+def local_part_check(settings: Settings) -> str:
+    """A recipient restriction refusing unsafe local parts of mail_domain with 553 (RFC 5321: mailbox name not allowed).
+
+    Postfix hands the table the address unquoted (`".."@d` arrives as `..@d`).
+    The rule matches an address of the domain (first pattern) whose whole form
+    is not a safe one (second pattern); `$$` is a literal `$` in main.cf.
+    """
+    domain = settings.mail_domain.replace(".", "\\.")
+    rule = f"/@{domain}$$/!/^{SAFE_LOCAL_PART}@{domain}$$/ 553 5.1.3 Bad recipient address syntax"
+    return f"check_recipient_access regexp:{{{{{rule}}}}}"
+
+
 def render_postfix_main_cf(settings: Settings) -> str:
     lines = [
         *_HEADER,
@@ -48,7 +67,7 @@ def render_postfix_main_cf(settings: Settings) -> str:
         "# OAUTHBEARER as plaintext mechanisms: `noplaintext` would leave none and",
         "# smtpd would die; TLS is required per port in master.cf instead.",
         "smtpd_sasl_type = dovecot",
-        f"smtpd_sasl_path = inet:{layout.DOVECOT_HOST}:{layout.AUTH_PORT}",
+        f"smtpd_sasl_path = {layout.SASL_SOCKET}",
         "smtpd_sasl_auth_enable = no",
         "smtpd_sasl_security_options = noanonymous",
         "smtpd_sasl_tls_security_options = noanonymous",
@@ -65,6 +84,10 @@ def render_postfix_main_cf(settings: Settings) -> str:
         "disable_vrfy_command = yes",
         "smtpd_relay_restrictions = permit_sasl_authenticated, reject_unauth_destination",
         f"smtpd_sender_login_maps = {SENDER_LOGIN_MAP}",
+        "# Every port that takes recipients refuses local parts that could name",
+        "# another mailbox's folder (master.cf's ports extend this list).",
+        f"local_part_check = {local_part_check(settings)}",
+        "smtpd_recipient_restrictions = $local_part_check",
         "",
         "# DKIM: OpenDKIM signs what the submission ports accept and verifies what",
         "# arrives on port 25. Without it no mail passes (tempfail), never unsigned.",
@@ -143,7 +166,7 @@ _INTERNAL_SERVICES = [
 ]
 
 # Port 25: the recipient must be ours, then the sender's SPF is checked.
-INBOUND_RECIPIENT_RULES = "reject_unauth_destination,check_policy_service,unix:private/policyd-spf"
+INBOUND_RECIPIENT_RULES = "$local_part_check,reject_unauth_destination,check_policy_service,unix:private/policyd-spf"
 
 
 def render_postfix_master_cf(settings: Settings) -> str:

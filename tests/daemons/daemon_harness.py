@@ -57,6 +57,7 @@ from components.render.roundcube import render_roundcube_config
 from components.webmail import LOGIN_PAGE_CHECK
 from components.settings import Settings, load_settings
 from offline.stack_file import read_stack_text, settings_document
+from tests.e2e.readback import parse_go_duration
 from tests.testnet import zone
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -633,9 +634,7 @@ def start_fake_authentik(
 
 
 def _nanoseconds(duration: str) -> int:
-    units = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9}
-    number = duration.rstrip("ms")
-    return int(number) * units[duration[len(number):]]
+    return parse_go_duration(duration)
 
 
 def hardened(service: str, settings: Settings) -> dict[str, Any]:
@@ -649,7 +648,7 @@ def hardened(service: str, settings: Settings) -> dict[str, Any]:
     memory = getattr(settings.memory_mb, service)
     return {
         "cap_drop": ["ALL"],
-        "cap_add": sorted(declared.CAPABILITIES[service]),
+        "cap_add": declared.capability_names(service),
         "security_opt": ["no-new-privileges:true"],
         "read_only": True,
         "tmpfs": declared.SCRATCH[service],
@@ -677,8 +676,10 @@ def set_jwks(authentik: Any, jwks: Optional[dict[str, Any]]) -> None:
 
 def start_dovecot(
     resources: Resources, images: dict[str, str], network: Any, variant: Variant, what: str = "dovecot",
-    settings: Optional[Settings] = None, **kwargs: Any,
+    settings: Optional[Settings] = None, sasl: Any = None, **kwargs: Any,
 ) -> Any:
+    """Dovecot as components/mailserver.py declares it; `sasl`: the auth socket's volume, shared with Postfix."""
+    sasl = sasl or resources.volume(f"{what}-sasl")
     ports: dict[str, Any] = {f"{port}/tcp": ("127.0.0.1", None) for port in (layout.IMAP_PORT, layout.LMTP_PORT)}
     if (settings or variant.settings).tls is not None:
         ports[f"{layout.IMAPS_PORT}/tcp"] = ("127.0.0.1", None)
@@ -689,7 +690,11 @@ def start_dovecot(
         network=network,
         alias=layout.DOVECOT_HOST if what == "dovecot" else None,
         ports=ports,
-        volumes={resources.volume(f"{what}-mail").name: {"bind": layout.MAIL_DIR, "mode": "rw"}, **variant.tls_binds()},
+        volumes={
+            resources.volume(f"{what}-mail").name: {"bind": layout.MAIL_DIR, "mode": "rw"},
+            sasl.name: {"bind": layout.SASL_SOCKET_DIR, "mode": "rw"},
+            **variant.tls_binds(),
+        },
         **hardened("dovecot", settings or variant.settings),
         **kwargs,
     )
@@ -722,7 +727,8 @@ def running_stack(
         resolver = [dns.attrs["NetworkSettings"]["Networks"][network.name]["IPAddress"]]
         # Every container of the stack resolves through the test zone only.
         authentik = start_fake_authentik(resources, images, network, variant, pki, dns=resolver)
-        dovecot = start_dovecot(resources, images, network, variant, dns=resolver)
+        sasl = resources.volume("sasl")
+        dovecot = start_dovecot(resources, images, network, variant, sasl=sasl, dns=resolver)
         opendkim = resources.container(
             "opendkim",
             images["opendkim"],
@@ -742,7 +748,11 @@ def running_stack(
                 f"{port}/tcp": ("127.0.0.1", None)
                 for port in (layout.SMTP_PORT, layout.SUBMISSION_PORT, layout.WEBMAIL_SUBMISSION_PORT)
             },
-            volumes={resources.volume("spool").name: {"bind": layout.POSTFIX_SPOOL_DIR, "mode": "rw"}, **variant.tls_binds()},
+            volumes={
+                resources.volume("spool").name: {"bind": layout.POSTFIX_SPOOL_DIR, "mode": "rw"},
+                sasl.name: {"bind": layout.SASL_SOCKET_DIR, "mode": "ro"},
+                **variant.tls_binds(),
+            },
             **hardened("postfix", variant.settings),
             dns=resolver,
         )

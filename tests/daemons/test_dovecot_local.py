@@ -195,8 +195,7 @@ def test_refused_tokens(local: LocalStack, case: str, reason: str) -> None:
     assert answer.startswith("refused"), answer
     wait_until(f"Dovecot's reason for refusing ({reason})", lambda: reason in local.dovecot_log()[logged:],
                [local.dovecot], seconds=10)
-    # A good login from the same address ends the delay Dovecot adds after
-    # failures (its auth penalty, up to 15 s), which the next case would wait out.
+    # The next login from the same address is not delayed (no auth penalty).
     assert local.login(ALICE, local.token()) == "OK"
 
 

@@ -163,13 +163,14 @@ def test_an_nproc_ulimit_of_one_still_lets_each_daemon_run_many_processes(
     """
     variant = make_variant("dev", pki)
     files = {"dovecot": variant.dovecot_files, "postfix": variant.postfix_files, "roundcube": variant.roundcube_files}
-    # The daemon's data folder is a volume, as deployed (the root is read-only).
-    data = {"dovecot": layout.MAIL_DIR, "postfix": layout.POSTFIX_SPOOL_DIR, "roundcube": layout.ROUNDCUBE_DB_DIR}
+    # The daemon's volumes, as deployed (the root is read-only).
+    data = {"dovecot": [layout.MAIL_DIR, layout.SASL_SOCKET_DIR], "postfix": [layout.POSTFIX_SPOOL_DIR],
+            "roundcube": [layout.ROUNDCUBE_DB_DIR]}
     container = resources.container(
         service,
         images[service],
         files[service](),
-        mounts=[docker.types.Mount(data[service], None, type="volume")],
+        mounts=[docker.types.Mount(path, None, type="volume") for path in data[service]],
         ulimits=[docker.types.Ulimit(name="nproc", soft=1, hard=1)],
         **hardened(service, variant.settings),
     )

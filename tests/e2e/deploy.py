@@ -23,6 +23,7 @@ from docker.models.containers import Container
 
 from offline.capture import PROJECT_DIR, Capture, DeclaredResource
 from offline.dynamic_provider import run_provider
+from tests.e2e import readback
 
 CONTAINER_INPUTS = {
     "name", "image", "hostname", "restart", "networksAdvanced", "ports", "volumes", "uploads", "hosts",
@@ -34,11 +35,19 @@ PIDS_LIMIT = "pulumi-python:dynamic/roundcube-authentik:PidsLimit"
 ENGINE = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
 UPLOAD_INPUTS = {"file", "content", "permissions", "owner", "group"}
 HEALTHCHECK_INPUTS = {"tests", "interval", "timeout", "retries", "startPeriod"}
-_DURATION = re.compile(r"^(\d+)(ms|s|m|h)$")
+# What the test deployment sets although the program does not, and why; the
+# read-back comparison skips exactly these.
+TEST_ONLY_INPUTS = {
+    "dns": "the test's own DNS zone is every container's only resolver, so no lookup leaves the test network",
+}
 
 
 class UnsupportedDeclaration(AssertionError):
     pass
+
+
+class ReadBackDifference(AssertionError):
+    """What the provider would read back differs from the declaration: every `pulumi up` would change it."""
 
 
 @dataclass
@@ -153,11 +162,10 @@ def _tar(uploads: list[dict[str, Any]]) -> bytes:
 
 
 def _nanoseconds(duration: str) -> int:
-    match = _DURATION.match(duration)
-    if not match:
-        raise UnsupportedDeclaration(f"healthcheck duration {duration!r}")
-    factor = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}[match.group(2)]
-    return int(match.group(1)) * factor
+    try:
+        return readback.parse_go_duration(duration)
+    except ValueError as err:
+        raise UnsupportedDeclaration(f"healthcheck duration: {err}") from None
 
 
 def _healthcheck(declared: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -192,33 +200,32 @@ def _create_container(deployment: Deployment, declared: DeclaredResource, dns: O
     if inputs.get("start") is False and inputs.get("mustRun") is not False:
         raise UnsupportedDeclaration(f"{declared.name}: a container that is not started must not have to run")
     ports = inputs.get("ports", [])
-    mounts = []
-    volumes_from = []
+    # As the provider's create does (volumeSetToDockerVolumes): a named volume or
+    # host path becomes a bind "<source>:<path>:rw|ro", an anonymous volume a
+    # Config.Volumes entry, from_container a VolumesFrom entry, verbatim.
+    binds, anonymous, volumes_from = [], [], []
     for volume in inputs.get("volumes", []):
         if "fromContainer" in volume:
-            # The provider hands this string to Docker's VolumesFrom as it is:
-            # the declared container's id (which the mocks name), then a mode.
+            # The declared container's id (which the mocks name), then a mode.
             declared_id, _, mode = volume["fromContainer"].partition(":")
             source = deployment.containers[deployment.declared_ids[declared_id]]
             volumes_from.append(f"{source.id}:{mode}" if mode else source.id)
-        elif "volumeName" in volume:
-            mounts.append(docker.types.Mount(volume["containerPath"], volume["volumeName"], type="volume"))
-        elif "hostPath" not in volume:
-            # Anonymous: Docker makes a new volume, filled from the image, removed with the container.
-            mounts.append(docker.types.Mount(volume["containerPath"], None, type="volume"))
+        elif "volumeName" in volume or "hostPath" in volume:
+            source = volume.get("hostPath") or volume["volumeName"]
+            binds.append(f"{source}:{volume['containerPath']}:{'ro' if volume.get('readOnly') else 'rw'}")
+            anonymous.append(volume["containerPath"])
         else:
-            mounts.append(
-                docker.types.Mount(
-                    volume["containerPath"], volume["hostPath"], type="bind", read_only=bool(volume.get("readOnly"))
-                )
-            )
+            # Anonymous: Docker makes a new volume, filled from the image, removed with the container.
+            anonymous.append(volume["containerPath"])
     host_config = api.create_host_config(
-        port_bindings={f"{p['internal']}/tcp": (p["ip"], p["external"]) for p in ports},
-        mounts=mounts,
+        port_bindings={f"{p['internal']}/tcp": (p.get("ip", "0.0.0.0"), p["external"]) for p in ports},
+        binds=binds or None,
         volumes_from=volumes_from or None,
         read_only=inputs.get("readOnly"),
         tmpfs=inputs.get("tmpfs"),
-        network_mode=network_mode,
+        # The provider always sends network_mode (default "bridge"), then moves
+        # the container from the default bridge to networks_advanced.
+        network_mode=network_mode or "bridge",
         restart_policy={"Name": inputs.get("restart", "no")},
         extra_hosts={h["host"]: h["ip"] for h in inputs.get("hosts", [])},
         cap_add=inputs.get("capabilities", {}).get("adds"),
@@ -228,22 +235,24 @@ def _create_container(deployment: Deployment, declared: DeclaredResource, dns: O
         mem_limit=f"{inputs['memory']}m" if "memory" in inputs else None,
         memswap_limit=f"{inputs['memorySwap']}m" if "memorySwap" in inputs else None,
         log_config={"type": inputs["logDriver"], "config": inputs.get("logOpts", {})} if "logDriver" in inputs else None,
-        # Test only: the resolver the test's own DNS zone gives every container.
+        init=False,
+        # Test only (TEST_ONLY_INPUTS): the resolver the test's own DNS zone gives every container.
         dns=dns,
     )
-    networking = api.create_networking_config(
-        {networks[0]["name"]: api.create_endpoint_config(aliases=networks[0].get("aliases", []))}
-    ) if networks else None
     created = api.create_container(
         image=deployment.images[inputs["image"]],
         name=inputs["name"],
         hostname=inputs.get("hostname"),
         ports=[p["internal"] for p in ports],
+        volumes=anonymous or None,
         host_config=host_config,
-        networking_config=networking,
         healthcheck=_healthcheck(inputs.get("healthcheck")),
         detach=True,
     )
+    if networks:
+        api.disconnect_container_from_network(created["Id"], "bridge")
+        for network in networks:
+            api.connect_container_to_network(created["Id"], network["name"], aliases=network.get("aliases") or None)
     container = deployment.client.containers.get(created["Id"])
     if inputs.get("uploads"):
         container.put_archive("/", _tar(inputs["uploads"]))
@@ -290,10 +299,36 @@ def deploy(
             if declared.inputs.get("start") is not False:
                 deployment.containers[declared.name].start()
         _apply_pids_limits(deployment, capture, set(deployment.containers))
+        # The provider's Create ends with Read: what it stores must be what the program declares.
+        problems = read_back(deployment, capture, set(deployment.containers))
+        if problems:
+            raise ReadBackDifference("a second `pulumi up` would change:\n  " + "\n  ".join(problems))
     except BaseException:
         deployment.remove()
         raise
     return deployment
+
+
+def read_back(deployment: Deployment, capture: Capture, containers: set[str]) -> list[str]:
+    """Every difference between the declarations and what the provider would read back (tests/e2e/readback.py)."""
+    problems = []
+    for declared in capture.of_type("docker:index/container:Container"):
+        if declared.name not in containers:
+            continue
+        deployed = deployment.containers[declared.name]
+        deployed.reload()
+        inputs = {**declared.inputs, "image": deployment.images[declared.inputs["image"]]}
+        problems += [f"container {declared.name}: {d}" for d in
+                     readback.container_differences(inputs, deployed.attrs, ignore=TEST_ONLY_INPUTS)]
+    for declared in capture.of_type("docker:index/network:Network"):
+        network = deployment.client.networks.get(declared.inputs["name"])
+        problems += [f"network {declared.name}: {d}" for d in readback.network_differences(declared.inputs, network.attrs)]
+    for declared in capture.of_type("docker:index/volume:Volume"):
+        found = [v for v in deployment.volumes if v.name == declared.inputs["name"]]
+        for volume in found:
+            volume.reload()
+            problems += [f"volume {declared.name}: {d}" for d in readback.volume_differences(declared.inputs, volume.attrs)]
+    return problems
 
 
 def redeploy(deployment: Deployment, earlier: Capture, later: Capture, images: dict[str, str]) -> list[str]:
@@ -337,6 +372,9 @@ def redeploy(deployment: Deployment, earlier: Capture, later: Capture, images: d
         if earlier_limits.get(r.name, {}).get("pids_limit") != r.inputs["pids_limit"]
     }
     _apply_pids_limits(deployment, later, {d.name for d in replacing} | again)
+    problems = read_back(deployment, later, {d.name for d in replacing})
+    if problems:
+        raise ReadBackDifference("a second `pulumi up` would change:\n  " + "\n  ".join(problems))
     return [d.name for d in replacing]
 
 

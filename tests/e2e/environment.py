@@ -453,7 +453,7 @@ def wait_for_standin(ca_file: Path, where: Layout = MAIN, slug: str = "webmail-d
     wait_for(discovery, "authentik stand-in")
 
 
-def _banner(port: int, tls_context: ssl.SSLContext | None = None) -> bool:
+def banner(port: int, tls_context: ssl.SSLContext | None = None) -> bool:
     with socket.create_connection((LOOPBACK, port), timeout=3) as sock:
         if tls_context is not None:
             with tls_context.wrap_socket(sock, server_hostname=MAIL_HOST) as tls:
@@ -546,9 +546,9 @@ def running_stack(
         wait_for_standin(pki["ca"], where, stack.slug)
         wait_for(lambda: requests.get(where.roundcube_url, timeout=3).status_code == 200, "Roundcube")
         if where.ports.get("smtp"):
-            wait_for(lambda: _banner(where.ports["smtp"]), "Postfix")
+            wait_for(lambda: banner(where.ports["smtp"]), "Postfix")
         imaps = ssl.create_default_context(cafile=str(pki["ca"]))
-        wait_for(lambda: _banner(where.ports["imaps"], imaps), "Dovecot")
+        wait_for(lambda: banner(where.ports["imaps"], imaps), "Dovecot")
         opendkim = deployment.container("opendkim")
         wait_for(lambda: opendkim.exec_run(["/usr/local/bin/healthcheck"]).exit_code == 0, "OpenDKIM")
         yield stack

@@ -60,20 +60,6 @@ def inbox_subjects(imap: imaplib.IMAP4_SSL) -> list[str]:
 
 
 def smtp_submit(host: str, port: int, ca_file: Path, user: str, token: str, message: email.message.EmailMessage) -> None:
-    try:
-        _smtp_submit(host, port, ca_file, user, token, message)
-    except LoginRefused as refused:
-        # Seen while testing issue 8, not caused by it: a Postfix smtpd process
-        # whose connection to Dovecot's auth service (inet, port 12345) sat idle
-        # for ~20 s answers its next AUTH with "454 4.7.0 Temporary
-        # authentication failure: Connection lost to authentication server",
-        # then reconnects. A temporary failure: a mail client retries; so do we, once.
-        if "Connection lost to authentication server" not in str(refused):
-            raise
-        _smtp_submit(host, port, ca_file, user, token, message)
-
-
-def _smtp_submit(host: str, port: int, ca_file: Path, user: str, token: str, message: email.message.EmailMessage) -> None:
     context = ssl.create_default_context(cafile=str(ca_file))
     with smtplib.SMTP(host, port, timeout=30) as smtp:
         smtp.ehlo("client.example.test")

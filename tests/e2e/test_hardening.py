@@ -8,6 +8,7 @@ import pytest
 
 from components import containers
 from components.settings import ProcessLimits
+from tests.e2e.deploy import read_back
 from tests.e2e.environment import PORTS, Stack
 
 pytestmark = pytest.mark.e2e
@@ -55,3 +56,13 @@ def test_container_is_locked_down_bounded_and_healthy(stack: Stack, service: str
     expected = {f"{INSIDE[name]}/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]
                 for name, port in PORTS.items() if port and SERVICE_OF[name] == service}
     assert host["PortBindings"] == expected
+
+
+def test_a_second_pulumi_up_would_change_nothing(stack: Stack) -> None:
+    """Every container, network and volume, read back as the docker provider reads
+    it (tests/e2e/readback.py), equals its declaration: no update, no replacement.
+    (The deployment checks this right after creating them, as the provider's
+    Create ends with Read; this reads everything again once the stack has served.)"""
+    everything = set(stack.deployment.containers)
+    assert read_back(stack.deployment, stack.capture, everything) == []
+    assert len(everything) == len(stack.capture.of_type("docker:index/container:Container"))

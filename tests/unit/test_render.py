@@ -239,9 +239,12 @@ def test_imaps_and_starttls_only_with_tls(pem: Path) -> None:
 
 def test_dovecot_listens_where_the_layout_says_and_delivers_to_vmail_maildirs() -> None:
     conf = render_dovecot_conf(settings(), CLIENT_ID, CLIENT_SECRET)
-    for listener, port in (("imap", layout.IMAP_PORT), ("lmtp", layout.LMTP_PORT), ("auth", layout.AUTH_PORT)):
+    for listener, port in (("imap", layout.IMAP_PORT), ("lmtp", layout.LMTP_PORT)):
         section = conf[conf.index(f"inet_listener {listener} {{"):]
         assert dovecot_setting(section[: section.index("}")], "port") == [str(port)]
+    # Postfix's SASL: a UNIX socket only (a closed one fails Postfix's next write, and it reconnects).
+    assert dovecot_setting(block(conf, "service auth"), "path") == [layout.SASL_SOCKET]
+    assert "inet_listener auth" not in conf
     assert dovecot_setting(conf, "protocols") == ["imap lmtp"]
     userdb = block(conf, "userdb static")
     # The userdb asks the passdbs whether a user exists: only mail_domain's do.
@@ -325,7 +328,7 @@ def test_postfix_relays_through_the_relay_host_when_set(pem: Path) -> None:
 def test_postfix_authenticates_through_dovecot_with_mechanisms_it_can_offer() -> None:
     main = main_cf(render_postfix_main_cf(settings()))
     assert main["smtpd_sasl_type"] == "dovecot"
-    assert main["smtpd_sasl_path"] == f"inet:{layout.DOVECOT_HOST}:{layout.AUTH_PORT}"
+    assert main["smtpd_sasl_path"] == layout.SASL_SOCKET
     # noplaintext would leave no mechanism (Dovecot's XOAUTH2 counts as plaintext): smtpd dies.
     assert main["smtpd_sasl_security_options"] == "noanonymous"
     assert main["smtpd_sasl_tls_security_options"] == "noanonymous"

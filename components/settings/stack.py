@@ -3,151 +3,40 @@
 Field names are the keys of the stack file (`roundcube-authentik:<field>`).
 Every error names the setting and what is allowed, so `pulumi preview` stops
 with a sentence a self-hoster can act on instead of a half-registered graph.
+Each concern's own model lives beside this one (network, limits, tls, ...);
+components/settings/reader.py turns what the Pulumi CLI hands over into them.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import json
-import re
 from pathlib import Path
-from typing import Any, Literal, Mapping, Optional
+from typing import Any, Literal, Optional
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-# authentik parses lifetimes as `key=value;key=value` timedelta arguments.
-_VALIDITY_UNITS = ("weeks", "days", "hours", "minutes", "seconds")
-_VALIDITY_PART = re.compile(r"^(%s)=(\d+(?:\.\d+)?)$" % "|".join(_VALIDITY_UNITS))
-_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
-_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,49}$")
-_IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/:@-]*$")
-_STAMP = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-_SIZE = re.compile(r"^[1-9][0-9]{0,5}[MGT]$")
-_RELAY = re.compile(r"^(\[[a-z0-9.-]+\]|[a-z0-9.-]+)(:\d{1,5})?$")
-# A DKIM selector is one DNS label (RFC 6376 3.1): <selector>._domainkey.<domain>.
-_SELECTOR = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-# A DNSBL zone for postscreen, optionally with a weight: zen.spamhaus.org*2.
-_DNSBL = re.compile(r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}(\*-?\d{1,2})?$")
-_ADDRESS = re.compile(r"^[A-Za-z0-9._%+-]+@([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
-# The default DKIM selector: short and dated (year and month the key was
-# introduced). Rotation is a change of selector; see the README.
-DEFAULT_DKIM_SELECTOR = "s202612"
-
-
-class SettingsError(ValueError):
-    """Raised with one line per bad setting, each naming the setting."""
+from components.settings.common import (
+    ADDRESS,
+    DEFAULT_DKIM_SELECTOR,
+    DNSBL,
+    DOMAIN,
+    IMAGE_REF,
+    RELAY,
+    SELECTOR,
+    SIZE,
+    SLUG,
+    STAMP,
+    Strict,
+    ip_address_text,
+    validity_seconds,
+)
+from components.settings.limits import MemoryLimits, ProcessLimits
+from components.settings.network import Ports, PublishAddresses
+from components.settings.tls import TlsFiles
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Ports(_Strict):
-    """Host ports to publish (each on its `publish_addresses` entry); null leaves a service unpublished."""
-
-    http: int = Field(8080, description="Roundcube's HTTP port (put your TLS proxy in front of it)")
-    smtp: Optional[int] = Field(25, description="inbound mail (MX) for mail_domain")
-    submission: Optional[int] = Field(587, description="mail clients sending with XOAUTH2/OAUTHBEARER")
-    imaps: Optional[int] = Field(None, description="IMAP over TLS for mail clients; needs tls")
-    imap: Optional[int] = Field(None, description="plain IMAP; only on a loopback address")
-
-    @field_validator("*")
-    @classmethod
-    def _port_range(cls, value: Optional[int], info: Any) -> Optional[int]:
-        if value is not None and not 1 <= value <= 65535:
-            raise ValueError(f"must be a port between 1 and 65535, got {value}")
-        return value
-
-
-def _ip_address(value: str) -> str:
-    try:
-        return str(ipaddress.ip_address(value))
-    except ValueError:
-        raise ValueError(f"must be an IP address of the Docker host (e.g. 127.0.0.1 or 0.0.0.0), got {value!r}") from None
-
-
-class PublishAddresses(_Strict):
-    """Per port, the Docker host address it is published on.
-
-    Roundcube's plain HTTP defaults to loopback, for a TLS proxy on the same
-    host: published ports bypass host firewalls such as ufw. A mail port left
-    unset (or "") uses `publish_address`.
-    """
-
-    http: str = Field("127.0.0.1", description="Roundcube's plain HTTP; keep it behind your TLS proxy")
-    smtp: Optional[str] = None
-    submission: Optional[str] = None
-    imaps: Optional[str] = None
-    imap: Optional[str] = None
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _address(cls, value: Any) -> Any:
-        if value is None or value == "":
-            return None
-        if not isinstance(value, str):
-            raise ValueError(f"must be an IP address of the Docker host (e.g. 127.0.0.1 or 0.0.0.0), got {value!r}")
-        return _ip_address(value)
-
-
-class MemoryLimits(_Strict):
-    """Memory limit of each container in MiB (swap included: none beyond it)."""
-
-    dovecot: int = 512
-    postfix: int = 256
-    roundcube: int = 512
-    opendkim: int = 128
-
-    @field_validator("*")
-    @classmethod
-    def _size(cls, value: int) -> int:
-        if not 64 <= value <= 65536:
-            raise ValueError(f"must be a whole number of MiB between 64 and 65536, got {value}")
-        return value
-
-
-class ProcessLimits(_Strict):
-    """Most processes (threads included) each container may run at once: Docker's pids limit.
-
-    Above what the daemons' own limits allow (Dovecot's and Postfix's
-    default_process_limit of 100 per service, Apache's MaxRequestWorkers of
-    150), so only a runaway is stopped.
-    """
-
-    dovecot: int = 1000
-    postfix: int = 500
-    roundcube: int = 500
-    opendkim: int = 200
-
-    @field_validator("*")
-    @classmethod
-    def _count(cls, value: int) -> int:
-        if not 32 <= value <= 65536:
-            raise ValueError(f"must be a whole number of processes between 32 and 65536, got {value}")
-        return value
-
-
-class TlsFiles(_Strict):
-    """PEM certificate chain and key for mail_hostname, as files on the Docker host.
-
-    They are mounted read-only into Dovecot and Postfix (e.g. certbot's
-    /etc/letsencrypt/live/<name>/fullchain.pem and privkey.pem), so the private
-    key never passes through Pulumi's state.
-    """
-
-    cert_file: str
-    key_file: str
-
-    @field_validator("cert_file", "key_file")
-    @classmethod
-    def _absolute(cls, path: str) -> str:
-        if not path.startswith("/") or "\n" in path or ".." in path.split("/"):
-            raise ValueError(f"must be an absolute path on the Docker host, got {path!r}")
-        return path
-
-
-class Settings(_Strict):
+class Settings(Strict):
     """Everything a stack says about its webmail. See the README's settings reference."""
 
     dev: bool = Field(False, description="a development stack: allows http:// URLs")
@@ -219,7 +108,7 @@ class Settings(_Strict):
         if value is None:
             return value
         value = value.lower()
-        if not _DOMAIN.match(value):
+        if not DOMAIN.match(value):
             raise ValueError(f"must be a DNS name such as example.com, got {value!r}")
         return value
 
@@ -240,7 +129,7 @@ class Settings(_Strict):
     @field_validator("app_slug")
     @classmethod
     def _slug(cls, value: str) -> str:
-        if not _SLUG.match(value):
+        if not SLUG.match(value):
             raise ValueError(f"must be lower-case letters, digits, '-' or '_' (authentik slug), got {value!r}")
         return value
 
@@ -270,19 +159,19 @@ class Settings(_Strict):
     @field_validator("publish_address")
     @classmethod
     def _address(cls, value: str) -> str:
-        return _ip_address(value)
+        return ip_address_text(value)
 
     @field_validator("relay_host")
     @classmethod
     def _relay(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None and not _RELAY.match(value.lower()):
+        if value is not None and not RELAY.match(value.lower()):
             raise ValueError(f"must be a Postfix relayhost such as [smtp.example.net]:587, got {value!r}")
         return value
 
     @field_validator("mailbox_quota")
     @classmethod
     def _quota(cls, value: str) -> str:
-        if not _SIZE.match(value):
+        if not SIZE.match(value):
             raise ValueError(f"must be a size in whole M, G or T such as 500M, 5G or 1T, got {value!r}")
         return value
 
@@ -291,7 +180,7 @@ class Settings(_Strict):
     def _stamp(cls, value: Any) -> Any:
         if value is None or value == "":
             return None
-        if not isinstance(value, str) or not _STAMP.match(value):
+        if not isinstance(value, str) or not STAMP.match(value):
             raise ValueError(
                 f"must be a short stamp of letters, digits, '.', '_', ':' or '-' such as 2026-12-01, got {value!r}"
             )
@@ -300,7 +189,7 @@ class Settings(_Strict):
     @field_validator("base_image")
     @classmethod
     def _image(cls, value: str) -> str:
-        if not _IMAGE_REF.match(value):
+        if not IMAGE_REF.match(value):
             raise ValueError(f"must be an image reference such as debian:trixie-slim, got {value!r}")
         return value
 
@@ -316,7 +205,7 @@ class Settings(_Strict):
     @field_validator("dkim_selector")
     @classmethod
     def _selector(cls, value: str) -> str:
-        if not _SELECTOR.match(value):
+        if not SELECTOR.match(value):
             raise ValueError(f"must be one DNS label of lower-case letters, digits and '-' (e.g. s202612), got {value!r}")
         return value
 
@@ -324,7 +213,7 @@ class Settings(_Strict):
     @classmethod
     def _selectors(cls, value: list[str]) -> list[str]:
         for selector in value:
-            if not _SELECTOR.match(selector):
+            if not SELECTOR.match(selector):
                 raise ValueError(f"each must be one DNS label of lower-case letters, digits and '-', got {selector!r}")
         if len(set(value)) != len(value):
             raise ValueError(f"must not repeat a selector, got {value}")
@@ -347,14 +236,14 @@ class Settings(_Strict):
     @field_validator("report_address")
     @classmethod
     def _report_address(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None and not _ADDRESS.match(value):
+        if value is not None and not ADDRESS.match(value):
             raise ValueError(f"must be an email address such as dmarc-reports@example.com, got {value!r}")
         return value
 
     @field_validator("relay_spf_include")
     @classmethod
     def _spf_include(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None and not _DOMAIN.match(value.lower()):
+        if value is not None and not DOMAIN.match(value.lower()):
             raise ValueError(f"must be a DNS name such as spf.relay.example.net, got {value!r}")
         return None if value is None else value.lower()
 
@@ -362,7 +251,7 @@ class Settings(_Strict):
     @classmethod
     def _dnsbl(cls, value: list[str]) -> list[str]:
         for site in value:
-            if not _DNSBL.match(site):
+            if not DNSBL.match(site):
                 raise ValueError(f"each must be a DNSBL zone, optionally weighted (zen.spamhaus.org*2), got {site!r}")
         return value
 
@@ -484,21 +373,6 @@ def _without_default_port(url: str) -> str:
     return f"{parts.scheme}://{host}" if parts.port in (None, default) else f"{parts.scheme}://{host}:{parts.port}"
 
 
-def validity_seconds(value: str) -> float:
-    """Seconds in an authentik lifetime such as `hours=1;minutes=30`."""
-    total = 0.0
-    factors = {"weeks": 604800, "days": 86400, "hours": 3600, "minutes": 60, "seconds": 1}
-    for part in value.split(";"):
-        match = _VALIDITY_PART.match(part.strip())
-        if not match:
-            raise ValueError(
-                f"must be authentik lifetime syntax like 'minutes=10' or 'hours=1;minutes=30' "
-                f"(units: {', '.join(_VALIDITY_UNITS)}), got {value!r}"
-            )
-        total += float(match.group(2)) * factors[match.group(1)]
-    return total
-
-
 def _pem_text(path: Path) -> str:
     where = f"{str(path)!r}" if path.is_absolute() else f"{str(path)!r} (relative to {Path.cwd()})"
     try:
@@ -511,57 +385,3 @@ def _pem_text(path: Path) -> str:
     if "-----BEGIN " not in text:
         raise ValueError(f"authentik_ca_file must be a PEM file, {where} has no '-----BEGIN' block")
     return text
-
-
-def load_settings(config: Mapping[str, Any], project: str) -> Settings:
-    """Builds the settings from a stack's config (`project:key` -> value).
-
-    Values arrive as the Pulumi CLI hands them to the program (see
-    offline/stack_file.py for the rules): text, with maps and lists as JSON.
-    The empty string means "not set", because that is what the CLI sends for
-    a YAML null, and what `pulumi config set` writes back for one: an unset
-    optional setting takes its default, an unset required one is reported.
-    Keys of other namespaces (`authentik:`, `docker:`) belong to providers.
-    """
-    prefix = f"{project}:"
-    raw: dict[str, Any] = {}
-    for key, value in config.items():
-        if key.startswith(prefix) and value != "":
-            name = key[len(prefix):]
-            raw[name] = _decode(name, value)
-    try:
-        return Settings.model_validate(raw)
-    except ValidationError as err:
-        raise SettingsError(_explain(err, project)) from None
-
-
-# Settings whose value is text: a stack value such as "123", "true" or "null" stays text.
-_TEXT = {str, Optional[str], Optional[Path]}
-
-
-def _decode(name: str, value: Any) -> Any:
-    if not isinstance(value, str):
-        return value
-    field = Settings.model_fields.get(name)
-    if field is not None and field.annotation in _TEXT:
-        return value
-    try:
-        return json.loads(value)
-    except ValueError:
-        return value
-
-
-def _explain(err: ValidationError, project: str) -> str:
-    lines = []
-    for error in err.errors():
-        where = ".".join(str(part) for part in error["loc"])
-        setting = f"{project}:{where}" if where else f"{project} settings"
-        if error["type"] == "extra_forbidden":
-            allowed = ", ".join(sorted(Settings.model_fields)) if len(error["loc"]) == 1 else "see the README"
-            lines.append(f"{setting}: unknown setting; allowed settings are: {allowed}")
-        elif error["type"] == "missing":
-            lines.append(f"{setting}: required, not set")
-        else:
-            message = error["msg"].removeprefix("Value error, ")
-            lines.append(f"{setting}: {message}")
-    return "invalid stack settings:\n  " + "\n  ".join(lines)
