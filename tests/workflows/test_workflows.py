@@ -806,3 +806,61 @@ def test_fork_pull_requests_get_no_secrets():
         if secrets_used(job) - {"GITHUB_TOKEN"} or secrets_tested_for_presence(job):
             condition = " ".join(job.get("if", "").split())
             assert "github.event.pull_request.head.repo.full_name == github.repository" in condition, job_id
+
+
+# ---------------------------------------------- docs/ci.md says who sees what
+
+CI_DOC = ROOT / "docs" / "ci.md"
+
+
+def documented_jobs() -> dict[tuple[str, str], dict]:
+    """The rows of docs/ci.md's "Which job sees which secret" table, by (workflow, job)."""
+    text = CI_DOC.read_text(encoding="utf-8")
+    start = text.index("## 6. Which job sees which secret, and why")
+    end = text.index("\n## ", start + 1)
+    rows = {}
+    for line in text[start:end].splitlines():
+        if not line.startswith("| `"):
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+        assert len(cells) == 6, line
+        job, environment, secrets, variables, token, why = cells
+
+        def names(cell: str) -> set[str]:
+            return set(re.findall(r"`([^`]+)`", cell)) if cell != "none" else set()
+
+        workflow, job_id = re.findall(r"`([^`]+)`", job)
+        permissions = {}
+        for grant in names(token):
+            scope, _, level = grant.partition(": ")
+            permissions[scope] = level
+        (env,) = names(environment) or {None}
+        rows[(workflow, job_id)] = {
+            "environment": env, "secrets": names(secrets), "variables": names(variables),
+            "permissions": permissions, "why": why,
+        }
+    return rows
+
+
+def test_the_docs_say_which_secret_each_job_sees_and_why():
+    rows = documented_jobs()
+    assert set(rows) == {(name, job_id) for name, job_id, _ in all_jobs()}, "one row per job, no more"
+    for name, job_id, job in all_jobs():
+        row = rows[(name, job_id)]
+        where = f"docs/ci.md, row {name} › {job_id}"
+        environment = {"<stack>": "${{ matrix.stack }}"}.get(row["environment"], row["environment"])
+        assert job.get("environment") == environment, where
+        assert row["secrets"] == secrets_used(job) - {"GITHUB_TOKEN"}, where
+        assert row["variables"] == variables_used(job), where
+        assert row["permissions"] == job["permissions"], where
+        assert len(row["why"]) > 20, f"{where}: say why"
+    # The key-presence check is the one secret a job touches without its value: the docs say so.
+    assert "DOCKER_HOST_SSH_KEY" in rows[("preview.yml", "pulumi-preview")]["why"]
+
+
+def test_the_docs_keep_the_docker_host_key_out_of_the_preview_environment():
+    text = CI_DOC.read_text(encoding="utf-8")
+    (row,) = [line for line in text.splitlines() if line.startswith("| `DOCKER_HOST_SSH_KEY` |")]
+    preview_cell = row.strip().strip("|").split(" | ")[2]
+    assert preview_cell.startswith("**never**"), row
+    assert "no repository secrets" in text.lower()
