@@ -370,7 +370,7 @@ def test_preview_runs_on_pull_requests_and_skips_forks():
     assert pulumi["with"]["comment-on-pr"] is True
     assert pulumi["with"]["edit-pr-comment"] is True
     assert pulumi["with"]["github-token"] in ("${{ secrets.GITHUB_TOKEN }}", "${{ github.token }}")
-    assert "environment" not in job and "concurrency" in job
+    assert job["environment"] == "preview" and "concurrency" in job
     assert job["concurrency"]["cancel-in-progress"] is False  # never interrupt a pulumi operation
 
 
@@ -630,10 +630,9 @@ def ssh_steps(path: Path, job_id: str) -> tuple[dict, dict]:
     return setup, stop
 
 
-@pytest.mark.parametrize("path,job_id", [(PREVIEW, "pulumi-preview"), (DEPLOY, "up")])
-def test_ssh_agent_holds_the_docker_host_key(path: Path, job_id: str, tmp_path: Path):
+def test_ssh_agent_holds_the_docker_host_key(tmp_path: Path):
     assert shutil.which("ssh-agent") and shutil.which("ssh-keygen"), "openssh-client is needed (scripts/test.sh installs it)"
-    setup, stop = ssh_steps(path, job_id)
+    setup, stop = ssh_steps(DEPLOY, "up")
     assert setup["env"]["DOCKER_HOST_SSH_KEY"] == "${{ secrets.DOCKER_HOST_SSH_KEY }}"
     key = tmp_path / "key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
@@ -667,3 +666,201 @@ def test_ssh_setup_is_optional_but_needs_known_hosts(tmp_path: Path):
     env["DOCKER_HOST_SSH_KEY"] = "not empty"
     result = run_script(setup["run"], tmp_path, env)
     assert result.returncode != 0 and "DOCKER_HOST_KNOWN_HOSTS" in result.stdout
+
+
+# ------------------------------------------------- who may use which secret
+#
+# A same-repository pull request runs its own copy of the workflows, so the
+# files alone cannot keep a secret from it: GitHub can. Repository secrets
+# reach every branch; a secret of an environment that admits only the default
+# branch reaches only the deploys. These tests hold the files to that design:
+# jobs outside an environment use no secret, the Docker host key is used only
+# by the default-branch deploy, and the preview neither holds nor needs it.
+
+EXPRESSION = re.compile(r"\$\{\{(.*?)\}\}", re.S)
+SECRET_REF = re.compile(r"\bsecrets\.([A-Za-z_][A-Za-z0-9_]*)")
+VAR_REF = re.compile(r"\bvars\.([A-Za-z_][A-Za-z0-9_]*)")
+# `secrets.X != ''` asks only whether X is set: the value never leaves GitHub.
+PRESENCE_TEST = re.compile(r"^\s*secrets\.([A-Za-z_][A-Za-z0-9_]*)\s*!=\s*''\s*$")
+DEPLOY_ONLY_SECRETS = {"DOCKER_HOST_SSH_KEY"}
+
+
+def job_expressions(job: dict) -> list[str]:
+    """The body of every `${{ }}` in a job (keys, values, scripts)."""
+    return EXPRESSION.findall(json.dumps(job))
+
+
+def secrets_used(job: dict) -> set[str]:
+    """Secrets whose values the job can read; the automatic token counts as GITHUB_TOKEN."""
+    used = set()
+    for body in job_expressions(job):
+        if PRESENCE_TEST.match(body):
+            continue
+        used |= set(SECRET_REF.findall(body))
+        if re.search(r"\bgithub\.token\b", body):
+            used.add("GITHUB_TOKEN")
+    return used
+
+
+def secrets_tested_for_presence(job: dict) -> set[str]:
+    return {m[1] for body in job_expressions(job) if (m := PRESENCE_TEST.match(body))}
+
+
+def variables_used(job: dict) -> set[str]:
+    return {name for body in job_expressions(job) for name in VAR_REF.findall(body)}
+
+
+def test_the_secret_scan_sees_values_and_presence_tests_apart():
+    job = {
+        "runs-on": "${{ vars.X || 'y' }}",
+        "steps": [{"env": {"A": "${{ secrets.A }}", "B": "${{ secrets.B != '' }}", "T": "${{ github.token }}"},
+                   "with": {"c": "${{ secrets.C && format('{0}', secrets.D) }}"}}],
+    }
+    assert secrets_used(job) == {"A", "C", "D", "GITHUB_TOKEN"}
+    assert secrets_tested_for_presence(job) == {"B"}
+    assert variables_used(job) == {"X"}
+
+
+def test_jobs_outside_an_environment_use_no_secret_but_the_github_token():
+    """So no workflow needs a repository secret, which every branch could read."""
+    for name, job_id, job in all_jobs():
+        if "environment" not in job:
+            assert secrets_used(job) <= {"GITHUB_TOKEN"}, f"{name}/{job_id} uses {secrets_used(job)}"
+            assert not secrets_tested_for_presence(job), f"{name}/{job_id}"
+
+
+def test_deploy_only_secrets_are_used_only_by_the_default_branch_deploy():
+    users = {(name, job_id) for name, job_id, job in all_jobs() if secrets_used(job) & DEPLOY_ONLY_SECRETS}
+    assert users == {("deploy.yml", "up")}
+    workflow = load(DEPLOY)
+    assert set(triggers(workflow)) == {"push", "workflow_dispatch"}
+    assert triggers(workflow)["push"]["branches"] == ["main"]
+    up = workflow["jobs"]["up"]
+    # Bound to the stack's environment, whose branch rule keeps other branches out.
+    assert up["environment"] == "${{ matrix.stack }}"
+    assert up["needs"] == "stacks"
+    assert "github.event.repository.default_branch" in workflow["jobs"]["stacks"]["if"]
+
+
+def test_the_preview_holds_no_docker_host_credential():
+    job = load(PREVIEW)["jobs"]["pulumi-preview"]
+    assert not secrets_used(job) & DEPLOY_ONLY_SECRETS
+    assert "DOCKER_HOST_KNOWN_HOSTS" not in json.dumps(job)
+    for step in steps(job):
+        assert not re.search(r"\bssh-(agent|add)\b", step.get("run", "")), step.get("name")
+        assert "SSH_AUTH_SOCK" not in json.dumps(step.get("env", {}))
+    # Its own environment, named literally: no matrix value can pick a deploy environment.
+    assert job["environment"] == "preview"
+    # What a preview needs: read the state, decrypt the stacks' secrets, comment.
+    assert secrets_used(job) == {
+        "PULUMI_BACKEND_URL", "PULUMI_CONFIG_PASSPHRASE", "PULUMI_ACCESS_TOKEN",
+        "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "GITHUB_TOKEN",
+    }
+
+
+def test_the_preview_never_runs_on_the_deploy_runner():
+    job = load(PREVIEW)["jobs"]["pulumi-preview"]
+    assert "PULUMI_RUNS_ON" not in variables_used(job), "pull-request code on the runner that deploys"
+    assert job["runs-on"] == "${{ vars.PULUMI_PREVIEW_RUNS_ON || 'ubuntu-latest' }}"
+    assert "vars.PULUMI_RUNS_ON" in load(DEPLOY)["jobs"]["up"]["runs-on"]
+
+
+def test_the_preview_never_refreshes():
+    """A refresh reads every container back from the Docker host: the one call that needs its key."""
+    (pulumi,) = pulumi_steps(load(PREVIEW)["jobs"]["pulumi-preview"])
+    assert pulumi["with"]["refresh"] is False
+    assert not re.search(r"--refresh\b", json.dumps(pulumi)), "no refresh through extra options either"
+    # `options: refresh: always` in Pulumi.yaml would refresh on every preview.
+    project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    assert "refresh" not in (project.get("options") or {})
+
+
+def preview_guard() -> dict:
+    job = load(PREVIEW)["jobs"]["pulumi-preview"]
+    (guard,) = [s for s in steps(job) if "SSH_KEY_IN_REACH" in s.get("env", {})]
+    return guard
+
+
+def test_the_preview_checks_only_whether_the_docker_host_key_is_in_reach():
+    job = load(PREVIEW)["jobs"]["pulumi-preview"]
+    guard = preview_guard()
+    assert guard["env"] == {"SSH_KEY_IN_REACH": "${{ secrets.DOCKER_HOST_SSH_KEY != '' }}"}
+    assert secrets_tested_for_presence(job) == {"DOCKER_HOST_SSH_KEY"}
+    # Before the pull request's code is even checked out.
+    assert steps(job).index(guard) == 0
+
+
+@pytest.mark.parametrize("in_reach,refused", [("true", True), ("false", False)])
+def test_the_preview_refuses_a_docker_host_key_in_its_reach(in_reach: str, refused: bool, tmp_path: Path):
+    env = github_env(tmp_path)
+    env["SSH_KEY_IN_REACH"] = in_reach
+    result = run_script(preview_guard()["run"], tmp_path, env)
+    assert (result.returncode != 0) is refused, result.stdout + result.stderr
+    assert ("::error::DOCKER_HOST_SSH_KEY is visible to pull-request previews" in result.stdout) is refused
+
+
+def test_fork_pull_requests_get_no_secrets():
+    for path in WORKFLOW_FILES:
+        assert "pull_request_target" not in triggers(load(path)), f"{path.name} would run fork code with secrets"
+    for job_id, job in load(PREVIEW)["jobs"].items():
+        if secrets_used(job) - {"GITHUB_TOKEN"} or secrets_tested_for_presence(job):
+            condition = " ".join(job.get("if", "").split())
+            assert "github.event.pull_request.head.repo.full_name == github.repository" in condition, job_id
+
+
+# ---------------------------------------------- docs/ci.md says who sees what
+
+CI_DOC = ROOT / "docs" / "ci.md"
+
+
+def documented_jobs() -> dict[tuple[str, str], dict]:
+    """The rows of docs/ci.md's "Which job sees which secret" table, by (workflow, job)."""
+    text = CI_DOC.read_text(encoding="utf-8")
+    start = text.index("## 6. Which job sees which secret, and why")
+    end = text.index("\n## ", start + 1)
+    rows = {}
+    for line in text[start:end].splitlines():
+        if not line.startswith("| `"):
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+        assert len(cells) == 6, line
+        job, environment, secrets, variables, token, why = cells
+
+        def names(cell: str) -> set[str]:
+            return set(re.findall(r"`([^`]+)`", cell)) if cell != "none" else set()
+
+        workflow, job_id = re.findall(r"`([^`]+)`", job)
+        permissions = {}
+        for grant in names(token):
+            scope, _, level = grant.partition(": ")
+            permissions[scope] = level
+        (env,) = names(environment) or {None}
+        rows[(workflow, job_id)] = {
+            "environment": env, "secrets": names(secrets), "variables": names(variables),
+            "permissions": permissions, "why": why,
+        }
+    return rows
+
+
+def test_the_docs_say_which_secret_each_job_sees_and_why():
+    rows = documented_jobs()
+    assert set(rows) == {(name, job_id) for name, job_id, _ in all_jobs()}, "one row per job, no more"
+    for name, job_id, job in all_jobs():
+        row = rows[(name, job_id)]
+        where = f"docs/ci.md, row {name} › {job_id}"
+        environment = {"<stack>": "${{ matrix.stack }}"}.get(row["environment"], row["environment"])
+        assert job.get("environment") == environment, where
+        assert row["secrets"] == secrets_used(job) - {"GITHUB_TOKEN"}, where
+        assert row["variables"] == variables_used(job), where
+        assert row["permissions"] == job["permissions"], where
+        assert len(row["why"]) > 20, f"{where}: say why"
+    # The key-presence check is the one secret a job touches without its value: the docs say so.
+    assert "DOCKER_HOST_SSH_KEY" in rows[("preview.yml", "pulumi-preview")]["why"]
+
+
+def test_the_docs_keep_the_docker_host_key_out_of_the_preview_environment():
+    text = CI_DOC.read_text(encoding="utf-8")
+    (row,) = [line for line in text.splitlines() if line.startswith("| `DOCKER_HOST_SSH_KEY` |")]
+    preview_cell = row.strip().strip("|").split(" | ")[2]
+    assert preview_cell.startswith("**never**"), row
+    assert "no repository secrets" in text.lower()
