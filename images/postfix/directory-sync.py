@@ -822,12 +822,17 @@ class Output:
     def _postmap(self, source: Path, database: Path) -> None:
         """`postmap hash:<temporary source>`, then the .db renamed into place.
 
-        The image bakes no Postfix config, so postmap reads an empty main.cf
-        of its own (`-c`): its compiled-in defaults are all a hash map needs."""
+        The image bakes no Postfix config, and postmap without a main.cf stops
+        ("fatal: open /etc/postfix/main.cf"), so it reads an empty one of its
+        own (`-c`): the compiled-in defaults are all a hash map needs. Its
+        mtime is set far in the past: Postfix waits, 300 ms at a time, until
+        a main.cf is more than a second old before reading it."""
         config_dir = self.dir / ".postmap"
         config_dir.mkdir(mode=0o755, exist_ok=True)
-        if not (config_dir / "main.cf").exists():
-            (config_dir / "main.cf").write_text("# empty: postmap's defaults (directory-sync)\n")
+        main_cf = config_dir / "main.cf"
+        if not main_cf.exists():
+            main_cf.write_text("# empty: postmap's defaults (directory-sync)\n")
+            os.utime(main_cf, (0, 0))
         built = source.with_name(source.name + ".db")
         try:
             result = subprocess.run([find_postmap(), "-c", str(config_dir), f"hash:{source}"],

@@ -562,6 +562,8 @@ def test_a_sync_writes_the_directory(sync_config, capsys):
     assert json.loads((out / "state.json").read_text())["folders"] == {"1": "alice", "2": "bob", "3": "carol"}
     for name in ("mailboxes", "aliases", "senders"):
         assert (out / f"{name}.db").exists()
+    # postmap's own empty main.cf, old enough that Postfix does not wait for it to "settle".
+    assert (out / ".postmap" / "main.cf").stat().st_mtime == 0
     if "fake-postmap" in os.environ["PATH"]:
         assert json.loads((out / "aliases.db").read_text())["staff@example.test"] == \
             "bob@example.test,carol@example.test"
