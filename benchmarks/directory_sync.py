@@ -1,6 +1,6 @@
 """Benchmark: one directory sync of 1,000 and 10,000 users (with aliases) and 200 groups.
 
-    .venv/bin/python benchmarks/directory_sync.py [--where auto|container|local] [--image IMAGE]
+    .venv/bin/python benchmarks/directory_sync.py [--where auto|container|local] [--image IMAGE] [--build]
 
 The authentik stand-in runs in this process (real HTTPS on 127.0.0.1, a test
 CA made for the run) with a directory of N users, each with one or two
@@ -8,7 +8,9 @@ CA made for the run) with a directory of N users, each with one or two
 mail domain), and 200 groups, 50 of them lists (`mail_address`). Then the real
 images/postfix/directory-sync.py runs `--once`, twice:
 
-- where=container (the default when Docker and the Postfix image are there):
+- where=container (the default when Docker and the Postfix image are there;
+  --build builds images/postfix under --image first, from the local
+  debian:trixie-slim):
   in a container of the Postfix image, as its user `directory` (5020), on the
   host's network namespace so it reaches the stand-in on 127.0.0.1, with the
   image's real `postmap`; the container is named `rca-dirsync-dev-bench-*` and
@@ -220,11 +222,15 @@ def main() -> int:
     parser.add_argument("--where", choices=("auto", "container", "local"), default="auto")
     parser.add_argument("--image", default=DEFAULT_IMAGE, help="the Postfix image (with directory-sync)")
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="user counts, comma-separated")
+    parser.add_argument("--build", action="store_true", help="build images/postfix as --image first")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--keep", action="store_true", help="keep the work folders")
     args = parser.parse_args()
 
     where = args.where
+    if args.build:
+        subprocess.run(["docker", "build", "-q", "-t", args.image, str(ROOT / "images" / "postfix")], check=True,
+                       stdout=subprocess.DEVNULL, timeout=1800)
     if where == "auto":
         has_image = shutil.which("docker") and subprocess.run(
             ["docker", "image", "inspect", args.image], capture_output=True).returncode == 0

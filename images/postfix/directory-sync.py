@@ -9,7 +9,9 @@ request per user or group) with an API token, and writes, in `output_dir`:
     aliases, aliases.db       Postfix virtual_alias_maps       `<address> <target>[,<target>...]`
     senders, senders.db       Postfix smtpd_sender_login_maps  `<address> <login>[,<login>...]`
     dovecot-users             Dovecot passwd-file (userdb): who exists, home, quota; its
-                              `{CRYPT}*` password matches nothing, so it lets nobody in
+                              `{CRYPT}*` password matches nothing, so it lets nobody in.
+                              (Seen with Dovecot 2.4.1: `userdb_quota_storage_size` overrides
+                              a global `quota_storage_size`, not one set inside `quota <name> {}`.)
     directory.json            the same for other helpers (address -> username, pk, quota, aliases)
     state.json                authentik user pk -> mailbox folder, kept for ever
     status.json               the last round: when, outcome (ok/failed/refused), counts, why
