@@ -238,11 +238,22 @@ def main() -> int:
     env = dict(os.environ)
     python = shutil.which("python3") or sys.executable
     note = f"in a container of {args.image} (real postmap, python3 of the image)" if where == "container" else ""
+    stub_holder: list[Path | None] = [None]  # a stub postmap's folder, removed at the end
+    try:
+        return report(args, where, python, env, note, stub_holder)
+    finally:
+        if stub_holder[0] is not None:
+            shutil.rmtree(stub_holder[0], ignore_errors=True)
+
+
+def report(args: argparse.Namespace, where: str, python: str, env: dict[str, str], note: str,
+           stub_holder: list[Path | None]) -> int:
     if where == "local":
         if shutil.which("postmap") or Path("/usr/sbin/postmap").exists():
             note = f"locally with {python} and this machine's postmap"
         else:
             stub = Path(tempfile.mkdtemp(prefix="rca-dirsync-postmap-"))
+            stub_holder[0] = stub
             (stub / "postmap").write_text(STUB_POSTMAP.format(python=sys.executable))
             (stub / "postmap").chmod(0o755)
             env["PATH"] = f"{stub}{os.pathsep}{env['PATH']}"
