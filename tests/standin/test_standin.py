@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
+import re
 import signal
 import ssl
 import socket
@@ -13,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -24,7 +27,15 @@ from standin import ConfigError, make_server, parse_config, timedelta_from_strin
 from standin.client import (
     FlowError,
     TokenEndpointError,
+    add_token,
+    add_user,
+    api_get,
+    app_password_token,
     basic_auth_header,
+    delete_token,
+    put_group,
+    set_directory_fault,
+    update_user,
     exchange_code,
     get_authorization_code,
     introspect,
@@ -45,6 +56,11 @@ OTHER_SECRET = "other-secret-0123456789-0123456789-0123456789"
 SHORT_SECRET = "short-secret-0123456789-0123456789-0123456789"
 BROKEN_SECRET = "broken-secret-0123456789-0123456789-0123456789"
 HS_SECRET = "hs-secret-0123456789-0123456789-0123456789-xyz"
+ALICE_APP_PASSWORD = "alice-app-password-0123456789-0123456789-0123456789-abcdefgh"
+ALICE_EXPIRED_APP_PASSWORD = "alice-expired-app-password-0123456789-0123456789-0123456789"
+ALICE_API_KEY = "alice-api-key-0123456789-0123456789-0123456789-0123456789-ab"
+BOB_APP_PASSWORD = "bob-app-password-0123456789-0123456789-0123456789-abcdefghij"
+DIRECTORY_API_KEY = "directory-api-key-0123456789-0123456789-0123456789-012345"
 
 DOVECOT_EXPRESSION = """\
 groups = [group.name for group in request.user.ak_groups.all()]
@@ -99,6 +115,26 @@ def standin_config(base_url: str, port: int, tls: dict[str, str]) -> dict:
              "groups": ["staff"]},
             {"username": "carol", "name": "Carol Danvers", "email": "Carol@Example.test", "password": "carol-pw",
              "groups": ["webmail-users"]},
+            {"username": "svc-directory", "password": "unused-service-pw", "type": "service_account",
+             "path": "goauthentik.io/service-accounts", "groups": ["directory-readers"]},
+        ],
+        "roles": [{"name": "directory-reader",
+                   "permissions": ["authentik_core.view_user", "authentik_core.view_group"]},
+                  {"name": "user-viewer", "permissions": ["authentik_core.view_user"]}],
+        "groups": [
+            {"name": "directory-readers", "roles": ["directory-reader"]},
+            {"name": "staff", "attributes": {"mail_address": "staff@example.test"}},
+        ],
+        "tokens": [
+            {"identifier": "alice-phone", "key": ALICE_APP_PASSWORD, "user": "alice", "intent": "app_password",
+             "expiring": False},
+            {"identifier": "alice-old-phone", "key": ALICE_EXPIRED_APP_PASSWORD, "user": "alice",
+             "intent": "app_password", "expires": "2020-01-01T00:00:00Z", "expiring": True},
+            {"identifier": "alice-api", "key": ALICE_API_KEY, "user": "alice", "intent": "api", "expiring": False},
+            {"identifier": "bob-phone", "key": BOB_APP_PASSWORD, "user": "bob", "intent": "app_password",
+             "expiring": False},
+            {"identifier": "svc-directory-api", "key": DIRECTORY_API_KEY, "user": "svc-directory", "intent": "api",
+             "expiring": False},
         ],
         "scope_mappings": [
             {"name": "dovecotprofile", "scope_name": "dovecotprofile", "expression": DOVECOT_EXPRESSION},
@@ -174,8 +210,8 @@ class RunningStandin:
         return f"{self.base_url}/application/o/{slug}/"
 
 
-@pytest.fixture(scope="session")
-def standin(tls_files):
+@contextlib.contextmanager
+def serving(tls_files):
     port = free_port()
     base_url = f"https://127.0.0.1:{port}"
     config = standin_config(base_url, port, tls_files)
@@ -189,6 +225,19 @@ def standin(tls_files):
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def standin(tls_files):
+    with serving(tls_files) as running:
+        yield running
+
+
+@pytest.fixture
+def fresh_standin(tls_files):
+    """A stand-in of its own, for tests that change users, groups, tokens or faults."""
+    with serving(tls_files) as running:
+        yield running
 
 
 WEBMAIL = ("webmail-client", WEBMAIL_SECRET)
@@ -467,7 +516,7 @@ def test_pkce_and_code_rules(standin):
                                    "openid", verify=standin.ca, pkce=None)
     with pytest.raises(TokenEndpointError, match="invalid_"):
         exchange_code(standin.base_url, *OTHER, other["code"], OTHER_REDIRECT, verify=standin.ca)
-    assert post_token(standin, {"grant_type": "password", "client_id": "webmail-client",
+    assert post_token(standin, {"grant_type": "bogus", "client_id": "webmail-client",
                                 "client_secret": WEBMAIL_SECRET}).json()["error"] == "unsupported_grant_type"
 
 
@@ -781,3 +830,354 @@ def test_the_issuer_is_the_host_the_token_request_came_to(standin):
     for token in (internal["access_token"], internal["id_token"]):
         claims = jwt.decode(token, options={"verify_signature": False})
         assert claims["iss"] == "https://authentik.internal:9443/application/o/webmail/"
+
+
+# --- app passwords at the token endpoint (authentik's password / client_credentials grants) -------
+
+USERS_API = "/api/v3/core/users/"
+GROUPS_API = "/api/v3/core/groups/"
+INVALID_GRANT_DESCRIPTION = (
+    "The provided authorization grant or refresh token is invalid, expired, revoked, does not match the "
+    "redirection URI used in the authorization request, or was issued to another client"
+)
+
+
+def app_password_answer(standin, username: str, password: str, *, client=WEBMAIL, auth=None,
+                        grant_type: str = "password", scope: str | None = "openid email") -> requests.Response:
+    data = {"grant_type": grant_type, "username": username, "password": password}
+    if scope is not None:
+        data["scope"] = scope
+    if auth is None:
+        data.update(client_id=client[0], client_secret=client[1])
+    return post_token(standin, data, auth=auth)
+
+
+def assert_invalid_grant(response: requests.Response) -> None:
+    assert response.status_code == 400
+    body = response.json()
+    assert set(body) == {"error", "error_description", "request_id"}
+    assert body["error"] == "invalid_grant"
+    assert body["error_description"] == INVALID_GRANT_DESCRIPTION
+    assert re.fullmatch(r"[0-9a-f]{32}", body["request_id"])
+    assert response.headers["X-authentik-id"] == body["request_id"]
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_app_password_gets_a_token_with_either_grant_and_client_auth_style(standin):
+    """authentik treats grant_type=password exactly like client_credentials; the client
+    may identify itself by form fields or HTTP Basic."""
+    for grant_type in ("password", "client_credentials"):
+        for method in ("client_secret_post", "client_secret_basic"):
+            tokens = app_password_token(standin.base_url, *WEBMAIL, "alice", ALICE_APP_PASSWORD,
+                                        verify=standin.ca, grant_type=grant_type, auth_method=method)
+            assert set(tokens) == {"access_token", "token_type", "scope", "expires_in", "id_token"}
+            assert tokens["token_type"] == "Bearer"
+            assert tokens["scope"] == "openid email"
+            assert tokens["expires_in"] == 600  # the provider's access_token_validity
+            access = verify_rs256(standin, tokens["access_token"], "webmail", "webmail-client")
+            assert access["azp"] == "webmail-client" and access["uid"]
+            assert access["email"] == "alice@example.test"
+            assert access["sub"] == hashlib.sha256(b"standin-alice").hexdigest()
+            assert "preferred_username" not in access  # profile not asked for
+            id_token = verify_rs256(standin, tokens["id_token"], "webmail", "webmail-client")
+            assert id_token["email"] == "alice@example.test" and "azp" not in id_token
+    # Introspection knows the token, as authentik stores it like any access token.
+    info = introspect(standin.base_url, tokens["access_token"], *WEBMAIL, verify=standin.ca)
+    assert info["active"] is True and info["email"] == "alice@example.test"
+
+
+def test_app_password_grant_does_not_check_the_client_secret(standin):
+    """authentik checks the client secret only for authorization_code and refresh_token;
+    for these grants the client_id alone picks the provider."""
+    for extra in ({"client_id": "webmail-client"}, {"client_id": "webmail-client", "client_secret": "wrong"}):
+        response = post_token(standin, {"grant_type": "password", "username": "alice",
+                                        "password": ALICE_APP_PASSWORD, "scope": "openid", **extra})
+        assert response.status_code == 200, response.text
+    unknown = post_token(standin, {"grant_type": "password", "username": "alice", "password": ALICE_APP_PASSWORD,
+                                   "client_id": "nobody"})
+    assert unknown.status_code == 400 and unknown.json()["error"] == "invalid_client"
+
+
+def test_app_password_in_the_client_secret_as_base64(standin):
+    """authentik's fallback without a username: client_secret = base64("username:password")."""
+    secret = base64.b64encode(f"alice:{ALICE_APP_PASSWORD}".encode()).decode()
+    response = post_token(standin, {"grant_type": "client_credentials", "client_id": "webmail-client",
+                                    "client_secret": secret, "scope": "openid email"})
+    assert response.status_code == 200, response.text
+    assert jwt.decode(response.json()["access_token"], options={"verify_signature": False})["email"] == \
+        "alice@example.test"
+    assert_invalid_grant(post_token(standin, {"grant_type": "client_credentials", "client_id": "webmail-client",
+                                              "client_secret": "not base64 at all"}))
+
+
+def test_app_password_scope_handling(standin):
+    none = app_password_token(standin.base_url, *WEBMAIL, "alice", ALICE_APP_PASSWORD, verify=standin.ca,
+                              scope=None)
+    assert none["scope"] == ""
+    claims = verify_rs256(standin, none["access_token"], "webmail", "webmail-client")
+    assert "email" not in claims and claims["aud"] == "webmail-client"
+    # Without openid there is no id_token claim set worth introspecting: inactive, as for the code flow.
+    assert introspect(standin.base_url, none["access_token"], *WEBMAIL, verify=standin.ca) == {"active": False}
+    dropped = app_password_token(standin.base_url, *WEBMAIL, "alice", ALICE_APP_PASSWORD, verify=standin.ca,
+                                 scope="openid bogus email profile")
+    assert dropped["scope"] == "openid email profile"
+    claims = verify_rs256(standin, dropped["access_token"], "webmail", "webmail-client")
+    assert claims["preferred_username"] == "alice" and claims["email"] == "alice@example.test"
+    other = app_password_token(standin.base_url, *OTHER, "alice", ALICE_APP_PASSWORD, verify=standin.ca,
+                               scope="openid email profile dovecotprofile")
+    assert other["scope"] == "openid email"  # the other provider has neither profile nor dovecotprofile
+
+
+def test_app_password_refusals_are_all_the_same_invalid_grant(standin):
+    mark = standin.mark()
+    cases = {
+        "wrong password": ("alice", "not-an-app-password"),
+        "login password": ("alice", "alice-pw"),
+        "another user's app password": ("alice", BOB_APP_PASSWORD),
+        "own app password, other username": ("bob", ALICE_APP_PASSWORD),
+        "API token": ("alice", ALICE_API_KEY),
+        "expired app password": ("alice", ALICE_EXPIRED_APP_PASSWORD),
+        "email instead of username": ("alice@example.test", ALICE_APP_PASSWORD),
+        "unknown user": ("nobody", ALICE_APP_PASSWORD),
+        "empty password": ("alice", ""),
+    }
+    for case, (username, password) in cases.items():
+        for auth in (None, WEBMAIL):
+            response = app_password_answer(standin, username, password, auth=auth)
+            assert response.status_code == 400, case
+            assert_invalid_grant(response)
+    logs = standin.logs_since(mark)
+    assert "token alice-api (intent api, user alice)" in logs
+    assert "token alice-old-phone expired (deleted, as authentik does on use)" in logs
+    for secret in (ALICE_APP_PASSWORD, BOB_APP_PASSWORD, ALICE_API_KEY, ALICE_EXPIRED_APP_PASSWORD, "alice-pw"):
+        assert secret not in logs
+
+
+def test_app_password_of_a_user_outside_the_allowed_group(standin):
+    """The application's policy (allowed_group) applies to app passwords too."""
+    mark = standin.mark()
+    assert_invalid_grant(app_password_answer(standin, "bob", BOB_APP_PASSWORD))
+    assert "bob is not in group 'webmail-users' (application policy)" in standin.logs_since(mark)
+    # The other application has no group binding.
+    assert app_password_answer(standin, "bob", BOB_APP_PASSWORD, client=OTHER).status_code == 200
+
+
+def test_deleted_app_password_and_deactivated_user_are_refused(fresh_standin):
+    standin = fresh_standin
+    add_token(standin.base_url, "carol-phone", "carol-app-password-0123456789", "carol", verify=standin.ca,
+              expiring=False)
+    assert app_password_answer(standin, "carol", "carol-app-password-0123456789").status_code == 200
+    delete_token(standin.base_url, "carol-phone", verify=standin.ca)
+    assert_invalid_grant(app_password_answer(standin, "carol", "carol-app-password-0123456789"))
+    with pytest.raises(FlowError, match="404"):
+        delete_token(standin.base_url, "carol-phone", verify=standin.ca)
+
+    # An app password that expires in the future works until then.
+    add_token(standin.base_url, "carol-tablet", "carol-tablet-password-0123456789", "carol", verify=standin.ca,
+              expires="2999-01-01T00:00:00Z")
+    assert app_password_answer(standin, "carol", "carol-tablet-password-0123456789").status_code == 200
+
+    before = app_password_token(standin.base_url, *WEBMAIL, "alice", ALICE_APP_PASSWORD, verify=standin.ca)
+    mark = standin.mark()
+    update_user(standin.base_url, "alice", verify=standin.ca, is_active=False)
+    # CVE-2025-64521, fixed in authentik 2025.8.5 / 2025.10.2: an inactive user's app password is refused.
+    assert_invalid_grant(app_password_answer(standin, "alice", ALICE_APP_PASSWORD))
+    logs = standin.logs_since(mark)
+    assert "no active user 'alice'" in logs and "OAuth token(s) deleted" in logs
+    # authentik deletes a deactivated user's tokens: introspection no longer knows them,
+    # and the login page refuses the user.
+    assert introspect(standin.base_url, before["access_token"], *WEBMAIL, verify=standin.ca) == {"active": False}
+    with pytest.raises(FlowError, match="login refused|login form"):
+        webmail_tokens(standin)
+    update_user(standin.base_url, "alice", verify=standin.ca, is_active=True)
+    assert app_password_answer(standin, "alice", ALICE_APP_PASSWORD).status_code == 200
+
+
+def test_discovery_lists_the_app_password_grants(standin):
+    doc = requests.get(f"{standin.base_url}/application/o/webmail/.well-known/openid-configuration",
+                       verify=standin.ca, timeout=10).json()
+    assert {"password", "client_credentials"} <= set(doc["grant_types_supported"])
+
+
+# --- the directory API (/api/v3/core/users/, /groups/) ------------------------------------------
+
+
+def test_directory_api_refuses_without_a_usable_api_token(fresh_standin):
+    standin = fresh_standin
+    add_token(standin.base_url, "svc-old", "svc-old-key-0123456789", "svc-directory", verify=standin.ca,
+              intent="api", expires="2020-01-01T00:00:00Z")
+    cases = [
+        (None, "Authentication credentials were not provided."),
+        ("", "Authentication credentials were not provided."),
+        ("garbage-key", "Token invalid/expired"),
+        (ALICE_APP_PASSWORD, "Token invalid/expired"),  # an app password is no API token
+        ("svc-old-key-0123456789", "Token invalid/expired"),  # expired
+        (ALICE_API_KEY, "You do not have permission to perform this action."),  # alice may not view users
+    ]
+    for path in (USERS_API, GROUPS_API):
+        for key, detail in cases:
+            response = api_get(standin.base_url, path, key, verify=standin.ca)
+            assert response.status_code == 403, (path, key)
+            assert response.json() == {"detail": detail}, (path, key)
+    basic = requests.get(standin.base_url + USERS_API, headers={"Authorization": basic_auth_header("a", "b")},
+                         verify=standin.ca, timeout=10)
+    assert basic.status_code == 403 and basic.json() == {"detail": "Authentication credentials were not provided."}
+    # A deactivated token user: Token invalid/expired.
+    update_user(standin.base_url, "svc-directory", verify=standin.ca, is_active=False)
+    response = api_get(standin.base_url, USERS_API, DIRECTORY_API_KEY, verify=standin.ca)
+    assert response.status_code == 403 and response.json() == {"detail": "Token invalid/expired"}
+    update_user(standin.base_url, "svc-directory", verify=standin.ca, is_active=True)
+    assert api_get(standin.base_url, USERS_API, DIRECTORY_API_KEY, verify=standin.ca).status_code == 200
+    logs = standin.logs_since(0)
+    for secret in (DIRECTORY_API_KEY, ALICE_API_KEY, ALICE_APP_PASSWORD, "svc-old-key-0123456789"):
+        assert secret not in logs
+
+
+def test_directory_api_permissions_come_from_roles_or_a_superuser_group(fresh_standin):
+    standin = fresh_standin
+    assert api_get(standin.base_url, USERS_API, ALICE_API_KEY, verify=standin.ca).status_code == 403
+    # A role with view_user only, through a group: users yes, groups no.
+    put_group(standin.base_url, "user-readers", verify=standin.ca, roles=["user-viewer"])
+    update_user(standin.base_url, "alice", verify=standin.ca, groups=["webmail-users", "staff", "user-readers"])
+    assert api_get(standin.base_url, USERS_API, ALICE_API_KEY, verify=standin.ca).status_code == 200
+    response = api_get(standin.base_url, GROUPS_API, ALICE_API_KEY, verify=standin.ca)
+    assert response.status_code == 403
+    assert response.json() == {"detail": "You do not have permission to perform this action."}
+    with pytest.raises(FlowError, match="400"):
+        put_group(standin.base_url, "user-readers", verify=standin.ca, roles=["no-such-role"])
+    # A superuser group may do everything.
+    update_user(standin.base_url, "alice", verify=standin.ca, groups=["webmail-users", "staff", "admins"])
+    put_group(standin.base_url, "admins", verify=standin.ca, is_superuser=True)
+    for path in (USERS_API, GROUPS_API):
+        assert api_get(standin.base_url, path, ALICE_API_KEY, verify=standin.ca).status_code == 200
+    users = api_get(standin.base_url, USERS_API, ALICE_API_KEY, verify=standin.ca).json()["results"]
+    assert {u["username"]: u["is_superuser"] for u in users}["alice"] is True
+
+
+def test_users_list_pages_like_authentik(standin):
+    def users(**params) -> requests.Response:
+        return api_get(standin.base_url, USERS_API, DIRECTORY_API_KEY, verify=standin.ca, params=params)
+
+    body = users().json()
+    assert set(body) == {"pagination", "results", "autocomplete"} and body["autocomplete"] == {}
+    assert body["pagination"] == {"next": 0, "previous": 0, "count": 4, "current": 1, "total_pages": 1,
+                                  "start_index": 1, "end_index": 4}
+    assert [u["username"] for u in body["results"]] == ["alice", "bob", "carol", "svc-directory"]
+    alice = body["results"][0]
+    assert set(alice) >= {"pk", "username", "name", "is_active", "email", "attributes", "groups", "groups_obj",
+                          "type", "uid", "uuid", "path", "is_superuser"}
+    assert alice["pk"] == 1 and alice["email"] == "alice@example.test" and alice["type"] == "internal"
+    groups = {g["name"]: g for g in api_get(standin.base_url, GROUPS_API, DIRECTORY_API_KEY, verify=standin.ca,
+                                            params={"page_size": 100}).json()["results"]}
+    assert alice["groups"] == [groups["webmail-users"]["pk"], groups["staff"]["pk"]]
+    assert [g["name"] for g in alice["groups_obj"]] == ["webmail-users", "staff"]
+    svc = body["results"][3]
+    assert svc["type"] == "service_account" and svc["path"] == "goauthentik.io/service-accounts"
+
+    page = users(page_size=2, page=2, include_groups="false").json()
+    assert page["pagination"] == {"next": 0, "previous": 1, "count": 4, "current": 2, "total_pages": 2,
+                                  "start_index": 3, "end_index": 4}
+    assert [u["username"] for u in page["results"]] == ["carol", "svc-directory"]
+    assert all(u["groups_obj"] is None and isinstance(u["groups"], list) for u in page["results"])
+    first = users(page_size=3).json()["pagination"]
+    assert first["next"] == 2 and first["total_pages"] == 2 and first["end_index"] == 3
+    # 2025.12+: at most 100 per page; an unusable page_size falls back to DRF's 100.
+    assert users(page_size=1000).json()["pagination"]["total_pages"] == 1
+    assert users(page_size=0).json()["pagination"]["count"] == 4
+    for bad_page in (3, 0, "x"):
+        response = users(page_size=2, page=bad_page)
+        assert response.status_code == 404 and response.json() == {"detail": "Invalid page."}
+    assert users(page="last", page_size=3).json()["pagination"]["current"] == 2
+
+
+def test_users_list_filters(fresh_standin):
+    standin = fresh_standin
+
+    def names(**params) -> list[str]:
+        response = api_get(standin.base_url, USERS_API, DIRECTORY_API_KEY, verify=standin.ca, params=params)
+        assert response.status_code == 200, response.text
+        return [u["username"] for u in response.json()["results"]]
+
+    update_user(standin.base_url, "bob", verify=standin.ca, is_active=False)
+    assert names(is_active="true") == ["alice", "carol", "svc-directory"]
+    assert names(is_active="false") == ["bob"]
+    assert names(is_active="1") == ["alice", "bob", "carol", "svc-directory"]  # Django ignores 1/0/yes
+    assert names(groups_by_name="webmail-users") == ["alice", "carol"]
+    assert names(groups_by_name=["staff", "webmail-users"]) == ["alice", "bob", "carol"]
+    assert names(groups_by_name="staff", is_active="true") == ["alice"]
+    unknown = api_get(standin.base_url, USERS_API, DIRECTORY_API_KEY, verify=standin.ca,
+                      params={"groups_by_name": "nope"})
+    assert unknown.status_code == 400
+    assert unknown.json() == {"groups_by_name": ["Select a valid choice. nope is not one of the available choices."]}
+
+
+def test_groups_list(standin):
+    response = api_get(standin.base_url, GROUPS_API, DIRECTORY_API_KEY, verify=standin.ca)
+    body = response.json()
+    assert [g["name"] for g in body["results"]] == ["directory-readers", "staff", "webmail-users"]
+    readers, staff, webmail = body["results"]
+    assert staff["attributes"] == {"mail_address": "staff@example.test"}
+    assert staff["users"] == [1, 2]
+    assert [u["username"] for u in staff["users_obj"]] == ["alice", "bob"]
+    assert webmail["users"] == [1, 3] and webmail["attributes"] == {}
+    assert readers["roles_obj"][0]["name"] == "directory-reader" and readers["roles"] == [readers["roles_obj"][0]["pk"]]
+    for group in body["results"]:
+        assert str(uuid.UUID(group["pk"])) == group["pk"]
+        assert group["is_superuser"] is False and group["parent"] is None
+    bare = api_get(standin.base_url, GROUPS_API, DIRECTORY_API_KEY, verify=standin.ca,
+                   params={"include_users": "false", "page_size": 1, "page": 2}).json()
+    assert bare["pagination"]["count"] == 3 and bare["pagination"]["next"] == 3
+    assert bare["results"][0]["users"] == [1, 2] and bare["results"][0]["users_obj"] is None
+    # Stable group pks: the same config gives the same UUIDs.
+    again = parse_config(standin.config)
+    assert again.group_by_name("staff").pk == staff["pk"]
+
+
+def test_directory_hooks_change_what_the_api_answers(fresh_standin):
+    standin = fresh_standin
+    added = add_user(standin.base_url, {"username": "dave", "password": "x", "email": "dave@example.test",
+                                        "groups": ["webmail-users", "new-team"],
+                                        "attributes": {"mail_aliases": ["d@example.test"]}}, verify=standin.ca)
+    assert added["pk"] == 5 and added["attributes"] == {"mail_aliases": ["d@example.test"]}
+    updated = update_user(standin.base_url, "dave", verify=standin.ca, email="david@example.test",
+                          attributes={"mail_quota": "2G"})
+    assert updated["email"] == "david@example.test" and updated["attributes"] == {"mail_quota": "2G"}
+    group = put_group(standin.base_url, "new-team", verify=standin.ca, attributes={"mail_address": "team@example.test"})
+    assert group["users"] == [5] and group["attributes"] == {"mail_address": "team@example.test"}
+    body = api_get(standin.base_url, GROUPS_API, DIRECTORY_API_KEY, verify=standin.ca).json()
+    assert "new-team" in [g["name"] for g in body["results"]]
+    with pytest.raises(FlowError, match="404"):
+        update_user(standin.base_url, "nobody", verify=standin.ca, is_active=False)
+    with pytest.raises(FlowError, match="400"):
+        update_user(standin.base_url, "dave", verify=standin.ca, password="nope")
+    with pytest.raises(FlowError, match="400"):
+        add_user(standin.base_url, {"username": "dave", "password": "x"}, verify=standin.ca)
+    with pytest.raises(FlowError, match="400"):
+        add_token(standin.base_url, "t", "k", "nobody", verify=standin.ca)
+
+
+def test_directory_faults(fresh_standin):
+    standin = fresh_standin
+
+    def users(**params) -> requests.Response:
+        return api_get(standin.base_url, USERS_API, DIRECTORY_API_KEY, verify=standin.ca, params=params)
+
+    assert set_directory_fault(standin.base_url, "error", verify=standin.ca) == "none"
+    assert users().status_code == 500
+    assert api_get(standin.base_url, GROUPS_API, DIRECTORY_API_KEY, verify=standin.ca).status_code == 500
+    set_directory_fault(standin.base_url, "down", verify=standin.ca)
+    with pytest.raises(requests.ConnectionError):
+        users()
+    set_directory_fault(standin.base_url, "cut-paging", verify=standin.ca)
+    first, second = users(page_size=2, page=1).json(), users(page_size=2, page=2).json()
+    assert first["pagination"]["count"] == 6 and first["pagination"]["total_pages"] == 3
+    assert second["pagination"]["next"] == 0 and len(first["results"] + second["results"]) == 4
+    with pytest.raises(FlowError, match="400"):
+        set_directory_fault(standin.base_url, "flaky", verify=standin.ca)
+    set_directory_fault(standin.base_url, "none", verify=standin.ca)
+    assert users().json()["pagination"]["count"] == 4
+    # The OAuth endpoints are not affected by the directory's faults.
+    set_directory_fault(standin.base_url, "down", verify=standin.ca)
+    assert app_password_answer(standin, "alice", ALICE_APP_PASSWORD).status_code == 200
+    logs = standin.logs_since(0)
+    assert "directory fault: none -> error" in logs and "fault 'down' -> connection reset" in logs

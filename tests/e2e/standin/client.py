@@ -372,3 +372,86 @@ def rotate_signing_key(base_url: str, slug: str, verify: bool | str = True, *, t
                              verify=verify, timeout=timeout)
     response.raise_for_status()
     return response.json()["kid"]
+
+
+# --- app passwords (authentik's password / client_credentials grants) -----------------------------
+
+
+def app_password_token(
+    base_url: str,
+    client_id: str,
+    client_secret: str,
+    username: str,
+    app_password: str,
+    verify: bool | str = True,
+    *,
+    scope: str | None = "openid email",
+    grant_type: str = "password",
+    auth_method: str = "client_secret_post",
+    timeout: float = 10,
+) -> dict[str, Any]:
+    """What a mail server does with a user's app password: the token endpoint with
+    ``grant_type=password`` (or ``client_credentials``), ``username`` (the authentik
+    username) and ``password`` (the app password). Without ``scope`` the token
+    carries no email. Raises TokenEndpointError on an error answer (400 invalid_grant)."""
+    data = {"grant_type": grant_type, "username": username, "password": app_password}
+    if scope is not None:
+        data["scope"] = scope
+    return _token_request(base_url, client_id, client_secret, data, verify, auth_method, timeout)
+
+
+# --- the directory API and the stand-in's hooks for it ---------------------------------------
+
+
+def api_get(base_url: str, path: str, api_token: str | None, verify: bool | str = True, *,
+            params: dict[str, Any] | None = None, timeout: float = 10) -> requests.Response:
+    """GET an authentik API path (e.g. /api/v3/core/users/) with a Bearer API token."""
+    headers = {"Authorization": f"Bearer {api_token}"} if api_token is not None else {}
+    return requests.get(_url(base_url, path), params=params, headers=headers, verify=verify, timeout=timeout)
+
+
+def _hook(method: str, base_url: str, path: str, verify: bool | str, body: Any = None,
+          timeout: float = 10) -> requests.Response:
+    response = requests.request(method, _url(base_url, path), json=body, verify=verify, timeout=timeout)
+    if response.status_code >= 400:
+        raise FlowError(f"stand-in hook {method} {path} answered HTTP {response.status_code}: {response.text[:300]}",
+                        response)
+    return response
+
+
+def add_user(base_url: str, user: dict[str, Any], verify: bool | str = True) -> dict[str, Any]:
+    """The stand-in's hook: a new user (username, password, and optionally pk, name,
+    email, groups, attributes, is_active, type, path). Returns it as the API shows it."""
+    return _hook("POST", base_url, "/-/standin/users/", verify, user).json()
+
+
+def update_user(base_url: str, username: str, verify: bool | str = True, **changes: Any) -> dict[str, Any]:
+    """The stand-in's hook: change a user's is_active, email, attributes, groups or name
+    (as an admin does in authentik). Deactivating deletes the user's OAuth tokens, as
+    authentik does. Returns the user as the API shows it."""
+    return _hook("POST", base_url, f"/-/standin/users/{quote(username, safe='')}/", verify, changes).json()
+
+
+def put_group(base_url: str, name: str, verify: bool | str = True, **fields: Any) -> dict[str, Any]:
+    """The stand-in's hook: add a group or update it (attributes, is_superuser, roles, pk)."""
+    return _hook("POST", base_url, f"/-/standin/groups/{quote(name, safe='')}/", verify, fields).json()
+
+
+def add_token(base_url: str, identifier: str, key: str, user: str, verify: bool | str = True, *,
+              intent: str = "app_password", expires: str | None = None, expiring: bool = True) -> None:
+    """The stand-in's hook: a token (an app password by default; intent "api" for the API)."""
+    _hook("POST", base_url, "/-/standin/tokens/", verify, {
+        "identifier": identifier, "key": key, "user": user, "intent": intent, "expires": expires,
+        "expiring": expiring})
+
+
+def delete_token(base_url: str, identifier: str, verify: bool | str = True) -> None:
+    """The stand-in's hook: delete a token, as a user deleting an app password."""
+    _hook("DELETE", base_url, f"/-/standin/tokens/{quote(identifier, safe='')}/", verify)
+
+
+def set_directory_fault(base_url: str, fault: str, verify: bool | str = True) -> str:
+    """The stand-in's hook: make /api/v3/core/users/ and /groups/ fail: "down" (the
+    connection is reset), "error" (HTTP 500), "cut-paging" (pagination claims more than
+    it returns) or "none". Returns the previous fault."""
+    return _hook("POST", base_url, "/-/standin/directory-fault/", verify, {"fault": fault}).json()["previous"]

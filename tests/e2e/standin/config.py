@@ -1,9 +1,22 @@
 """The stand-in's configuration: parsed from a JSON document, validated, typed.
 
 The document mirrors what the Pulumi program declares in authentik (users,
-scope mappings, applications with their OAuth2/OpenID provider). Keys the
-stand-in does not know are reported by `Config.warnings` and otherwise ignored,
-so a config that carries extra authentik fields (flows, ...) still loads.
+scope mappings, applications with their OAuth2/OpenID provider) and, for the
+directory API, groups, roles and tokens. Keys the stand-in does not know are
+reported by `Config.warnings` and otherwise ignored, so a config that carries
+extra authentik fields (flows, ...) still loads. Every key added for the
+directory API is optional:
+
+    users[]:  pk (int; default: a free number from the user's position),
+              is_active (default true), attributes, type ("internal"), path ("users")
+    groups[]: name, pk (a UUID; default: a stable uuid5 of the name), attributes,
+              is_superuser (false), roles (role names)
+    roles[]:  name, permissions (e.g. "authentik_core.view_user")
+    tokens[]: identifier, key, user (a username), intent ("api" | "app_password" |
+              "verification" | "recovery"), expires (ISO 8601 or null), expiring (true)
+
+Membership stays on users (`groups: [names]`); a group named there but not
+declared exists with no attributes and no roles.
 """
 
 from __future__ import annotations
@@ -40,6 +53,8 @@ SUB_MODES = (
 ISSUER_MODES = ("per_provider", "global")
 CLIENT_TYPES = ("confidential", "public")
 MATCHING_MODES = ("strict", "regex")
+USER_TYPES = ("internal", "external", "service_account", "internal_service_account")
+TOKEN_INTENTS = ("verification", "api", "recovery", "app_password")
 
 
 class ConfigError(ValueError):
@@ -73,6 +88,9 @@ class User:
     password: str
     groups: tuple[str, ...]
     attributes: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    is_active: bool = True
+    type: str = "internal"
+    path: str = "users"
 
     @property
     def uid(self) -> str:
@@ -83,6 +101,49 @@ class User:
     @property
     def uuid(self) -> str:
         return str(uuid.uuid5(uuid.NAMESPACE_URL, f"standin-user:{self.username}"))
+
+
+def stable_uuid(kind: str, name: str) -> str:
+    """A UUID that stays the same for the same name across restarts."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"standin-{kind}:{name}"))
+
+
+@dataclass(frozen=True)
+class Group:
+    """An authentik group; its pk is a UUID string, as authentik's `group_uuid`."""
+
+    name: str
+    pk: str
+    num_pk: int
+    attributes: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    is_superuser: bool = False
+    roles: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    pk: str
+    permissions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Token:
+    """authentik's core Token: an API token (intent api) or an app password."""
+
+    identifier: str
+    key: str
+    user: str  # username
+    intent: str
+    expires: datetime.datetime | None = None
+    expiring: bool = True
+
+    def is_expired(self, now: datetime.datetime | None = None) -> bool:
+        """authentik's ExpiringModel: expired when expiring and expires is in the past
+        (expiring with no expires is not expired on use)."""
+        if not self.expiring or self.expires is None:
+            return False
+        return self.expires < (now or datetime.datetime.now(datetime.timezone.utc))
 
 
 @dataclass(frozen=True)
@@ -151,6 +212,9 @@ class Config:
     warnings: list[str] = field(default_factory=list)
     # Not authentik's: how long each answer takes (a real authentik takes ~30 ms), for benchmarks.
     answer_delay_ms: int = 0
+    groups: list[Group] = field(default_factory=list)
+    roles: list[Role] = field(default_factory=list)
+    tokens: list[Token] = field(default_factory=list)
 
     @property
     def providers(self) -> list[Provider]:
@@ -183,6 +247,51 @@ class Config:
             if user.username == username:
                 return user
         return None
+
+    def group_by_name(self, name: str) -> Group | None:
+        for group in self.groups:
+            if group.name == name:
+                return group
+        return None
+
+    def role_by_name(self, name: str) -> Role | None:
+        for role in self.roles:
+            if role.name == name:
+                return role
+        return None
+
+    def ensure_groups(self, names: list[str] | tuple[str, ...]) -> None:
+        """Groups named by a user but not declared exist, bare (as the program's
+        allowed group does in authentik)."""
+        for name in names:
+            if self.group_by_name(name) is None:
+                self.groups.append(Group(name=name, pk=stable_uuid("group", name), num_pk=self.next_group_num()))
+
+    def next_group_num(self) -> int:
+        return max((g.num_pk for g in self.groups), default=0) + 1
+
+    def next_user_pk(self) -> int:
+        return max((u.pk for u in self.users), default=0) + 1
+
+    def permissions_of(self, user: User) -> set[str]:
+        """The global permissions a user holds through its groups' roles; "*" for
+        a member of a superuser group."""
+        granted: set[str] = set()
+        for name in user.groups:
+            group = self.group_by_name(name)
+            if group is None:
+                continue
+            if group.is_superuser:
+                return {"*"}
+            for role_name in group.roles:
+                role = self.role_by_name(role_name)
+                if role is not None:
+                    granted.update(role.permissions)
+        return granted
+
+    def has_permission(self, user: User, permission: str) -> bool:
+        granted = self.permissions_of(user)
+        return "*" in granted or permission in granted
 
 
 def load_config_file(path: str) -> Config:
@@ -236,7 +345,8 @@ def parse_config(data: dict) -> Config:
     warnings: list[str] = []
     _note_unknown(
         data,
-        {"base_url", "listen", "tls", "users", "scope_mappings", "applications", "answer_delay_ms"},
+        {"base_url", "listen", "tls", "users", "scope_mappings", "applications", "answer_delay_ms",
+         "groups", "roles", "tokens"},
         "config",
         warnings,
     )
@@ -251,31 +361,34 @@ def parse_config(data: dict) -> Config:
     cert_file = _optional(tls, "cert_file", "config.tls", str, None)
     key_file = _optional(tls, "key_file", "config.tls", str, None)
 
+    raw_users = _optional(data, "users", "config", list, [])
+    explicit_pks: set[int] = set()
+    for index, raw in enumerate(raw_users):
+        if isinstance(raw, dict) and raw.get("pk") is not None:
+            pk = raw["pk"]
+            if not isinstance(pk, int) or isinstance(pk, bool) or pk < 1:
+                raise ConfigError(f"config.users[{index}].pk: expected a positive integer")
+            if pk in explicit_pks:
+                raise ConfigError(f"config.users[{index}]: duplicate pk {pk}")
+            explicit_pks.add(pk)
     users: list[User] = []
     seen_usernames: set[str] = set()
-    for index, raw in enumerate(_optional(data, "users", "config", list, [])):
+    used_pks = set(explicit_pks)
+    for index, raw in enumerate(raw_users):
         where = f"config.users[{index}]"
         if not isinstance(raw, dict):
             raise ConfigError(f"{where}: expected an object")
-        _note_unknown(raw, {"username", "name", "email", "password", "groups", "attributes"}, where, warnings)
-        username = _require(raw, "username", where)
-        if username in seen_usernames:
-            raise ConfigError(f"{where}: duplicate username {username!r}")
-        seen_usernames.add(username)
-        groups = _optional(raw, "groups", where, list, [])
-        if not all(isinstance(g, str) for g in groups):
-            raise ConfigError(f"{where}.groups: expected a list of group names")
-        users.append(
-            User(
-                pk=index + 1,
-                username=username,
-                name=_optional(raw, "name", where, str, ""),
-                email=_optional(raw, "email", where, str, ""),
-                password=_require(raw, "password", where),
-                groups=tuple(groups),
-                attributes=_optional(raw, "attributes", where, dict, {}),
-            )
-        )
+        pk = raw.get("pk")
+        if pk is None:  # the user's position, as before; the next free number when taken
+            pk = index + 1
+            while pk in used_pks:
+                pk += 1
+            used_pks.add(pk)
+        user = parse_user(raw, where, warnings, pk)
+        if user.username in seen_usernames:
+            raise ConfigError(f"{where}: duplicate username {user.username!r}")
+        seen_usernames.add(user.username)
+        users.append(user)
 
     custom: dict[str, list[ScopeMapping]] = {}
     for index, raw in enumerate(_optional(data, "scope_mappings", "config", list, [])):
@@ -324,7 +437,21 @@ def parse_config(data: dict) -> Config:
             )
         )
 
-    return Config(
+    roles: list[Role] = []
+    for index, raw in enumerate(_optional(data, "roles", "config", list, [])):
+        where = f"config.roles[{index}]"
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where}: expected an object")
+        _note_unknown(raw, {"name", "permissions"}, where, warnings)
+        name = _require(raw, "name", where)
+        if any(r.name == name for r in roles):
+            raise ConfigError(f"{where}: duplicate role {name!r}")
+        permissions = _optional(raw, "permissions", where, list, [])
+        if not all(isinstance(p, str) and re.fullmatch(r"[a-z_]+\.[a-z_]+", p) for p in permissions):
+            raise ConfigError(f"{where}.permissions: expected names like 'authentik_core.view_user'")
+        roles.append(Role(name=name, pk=stable_uuid("role", name), permissions=tuple(permissions)))
+
+    config = Config(
         base_url=base_url,
         listen_host=listen_host,
         listen_port=listen_port,
@@ -334,6 +461,115 @@ def parse_config(data: dict) -> Config:
         applications=applications,
         warnings=warnings,
         answer_delay_ms=_answer_delay(data),
+        roles=roles,
+    )
+    for index, raw in enumerate(_optional(data, "groups", "config", list, [])):
+        group = parse_group(raw, f"config.groups[{index}]", warnings, config)
+        if config.group_by_name(group.name) is not None:
+            raise ConfigError(f"config.groups[{index}]: duplicate group {group.name!r}")
+        if any(g.pk == group.pk for g in config.groups):
+            raise ConfigError(f"config.groups[{index}]: duplicate pk {group.pk}")
+        config.groups.append(group)
+    for user in users:
+        config.ensure_groups(user.groups)
+    for app in applications:
+        if app.provider.allowed_group is not None:
+            config.ensure_groups([app.provider.allowed_group])
+    for index, raw in enumerate(_optional(data, "tokens", "config", list, [])):
+        token = parse_token(raw, f"config.tokens[{index}]", warnings, config)
+        if any(t.identifier == token.identifier for t in config.tokens):
+            raise ConfigError(f"config.tokens[{index}]: duplicate identifier {token.identifier!r}")
+        config.tokens.append(token)
+    return config
+
+
+_USER_KEYS = {"username", "name", "email", "password", "groups", "attributes", "pk", "is_active", "type", "path"}
+
+
+def parse_user(raw: object, where: str, warnings: list[str], pk: int) -> User:
+    """One user of the config document (or of the stand-in's add-user hook)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected an object")
+    _note_unknown(raw, _USER_KEYS, where, warnings)
+    username = _require(raw, "username", where)
+    groups = _optional(raw, "groups", where, list, [])
+    if not all(isinstance(g, str) for g in groups):
+        raise ConfigError(f"{where}.groups: expected a list of group names")
+    user_type = _optional(raw, "type", where, str, "internal")
+    if user_type not in USER_TYPES:
+        raise ConfigError(f"{where}.type: expected one of {USER_TYPES}")
+    return User(
+        pk=pk,
+        username=username,
+        name=_optional(raw, "name", where, str, ""),
+        email=_optional(raw, "email", where, str, ""),
+        password=_require(raw, "password", where),
+        groups=tuple(groups),
+        attributes=_optional(raw, "attributes", where, dict, {}),
+        is_active=_optional(raw, "is_active", where, bool, True),
+        type=user_type,
+        path=_optional(raw, "path", where, str, "users"),
+    )
+
+
+def parse_group(raw: object, where: str, warnings: list[str], config: Config, num_pk: int | None = None) -> Group:
+    """One group of the config document (or of the stand-in's group hook)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected an object")
+    _note_unknown(raw, {"name", "pk", "attributes", "is_superuser", "roles"}, where, warnings)
+    name = _require(raw, "name", where)
+    pk = _optional(raw, "pk", where, str, None) or stable_uuid("group", name)
+    try:
+        pk = str(uuid.UUID(pk))
+    except ValueError:
+        raise ConfigError(f"{where}.pk: expected a UUID, got {pk!r}") from None
+    roles = _optional(raw, "roles", where, list, [])
+    for role in roles:
+        if not isinstance(role, str) or config.role_by_name(role) is None:
+            raise ConfigError(f"{where}.roles: {role!r} is not a role of config.roles")
+    return Group(
+        name=name,
+        pk=pk,
+        num_pk=num_pk if num_pk is not None else config.next_group_num(),
+        attributes=_optional(raw, "attributes", where, dict, {}),
+        is_superuser=_optional(raw, "is_superuser", where, bool, False),
+        roles=tuple(roles),
+    )
+
+
+def parse_token(raw: object, where: str, warnings: list[str], config: Config) -> Token:
+    """One token of the config document (or of the stand-in's add-token hook)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected an object")
+    _note_unknown(raw, {"identifier", "key", "user", "intent", "expires", "expiring", "description"}, where, warnings)
+    identifier = _require(raw, "identifier", where)
+    if not re.fullmatch(r"[-a-zA-Z0-9_]+", identifier):
+        raise ConfigError(f"{where}.identifier: {identifier!r} is not a slug")
+    key = _require(raw, "key", where)
+    if not key:
+        raise ConfigError(f"{where}.key: must not be empty")
+    username = _require(raw, "user", where)
+    if config.user_by_username(username) is None:
+        raise ConfigError(f"{where}.user: no user {username!r}")
+    intent = _optional(raw, "intent", where, str, "verification")
+    if intent not in TOKEN_INTENTS:
+        raise ConfigError(f"{where}.intent: expected one of {TOKEN_INTENTS}")
+    expires_raw = _optional(raw, "expires", where, str, None)
+    expires = None
+    if expires_raw is not None:
+        try:
+            expires = datetime.datetime.fromisoformat(expires_raw.replace("Z", "+00:00"))
+        except ValueError:
+            raise ConfigError(f"{where}.expires: not an ISO 8601 time: {expires_raw!r}") from None
+        if expires.tzinfo is None:
+            expires = expires.replace(tzinfo=datetime.timezone.utc)
+    return Token(
+        identifier=identifier,
+        key=key,
+        user=username,
+        intent=intent,
+        expires=expires,
+        expiring=_optional(raw, "expiring", where, bool, True),
     )
 
 

@@ -6,13 +6,16 @@ codes and error bodies:
 
 - ``GET  /application/o/authorize/``            authorization code flow (PKCE plain/S256)
 - ``GET|POST /if/flow/default-authentication-flow/``  a plain login form
-- ``POST /application/o/token/``                authorization_code and refresh_token grants
+- ``POST /application/o/token/``                authorization_code and refresh_token grants; password
+  and client_credentials with a username and an app password (authentik's app passwords)
 - ``POST /application/o/introspect/``           RFC 7662, same-provider tokens only
 - ``GET|POST /application/o/userinfo/``
 - ``POST /application/o/revoke/``               RFC 7009
 - ``GET  /application/o/<slug>/jwks/``, ``/.well-known/openid-configuration``,
   ``/end-session/``
 - ``GET  /-/health/live/``, ``/-/health/ready/``
+- ``GET  /api/v3/core/users/``, ``/api/v3/core/groups/``   the directory (directory.py), with
+  API tokens, roles and test hooks under ``/-/standin/``
 
 Every request is logged to stderr as one line with the decision taken
 ("introspect: token of another provider -> inactive"). Secrets and tokens are
@@ -34,12 +37,14 @@ import secrets
 import sys
 import threading
 import time
+import uuid
 from typing import Any, Callable
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from flask import Flask, Response, g, has_request_context, jsonify, redirect, request, session
 
 from .config import Config, Provider, User, parse_config
+from .directory import Directory, register as register_directory
 from .mappings import claims_for
 from .tokens import (
     ACR_AUTHENTIK_DEFAULT,
@@ -121,6 +126,7 @@ class Standin:
         self._keys = {p.client_id: SigningKey() for p in config.providers if p.signing_key}
         self.answer_delay = config.answer_delay_ms / 1000
         self.store = GrantStore()
+        self.directory = Directory(config, self.store, log)
         self._requests = 0
         self._lock = threading.Lock()
         # Test instrumentation, not an authentik behaviour: every credential
@@ -359,12 +365,15 @@ def create_app(config: dict | Config, log: Callable[[str], None] | None = None) 
     @app.before_request
     def _start() -> None:
         g.decision = ""
+        g.request_id = uuid.uuid4().hex  # authentik's RequestIDMiddleware
         state.maybe_purge()
         if state.answer_delay and not request.path.startswith("/-/"):
             time.sleep(state.answer_delay)  # a real authentik takes ~30 ms per answer
 
     @app.after_request
     def _log_request(response: Response) -> Response:
+        if g.get("request_id"):
+            response.headers["X-authentik-id"] = g.request_id
         # Path only: query strings may carry tokens (userinfo ?access_token=).
         line = f"{request.method} {request.path} -> {response.status_code}"
         if g.get("decision"):
@@ -379,7 +388,11 @@ def create_app(config: dict | Config, log: Callable[[str], None] | None = None) 
 
     def current_user() -> User | None:
         username = session.get(SESSION_USER)
-        return config.user_by_username(username) if username else None
+        user = config.user_by_username(username) if username else None
+        # Django logs a deactivated user out: its backend no longer returns it.
+        return user if user is not None and user.is_active else None
+
+    register_directory(app, state.directory, _decide)
 
     # --- health -----------------------------------------------------------------
 
@@ -438,6 +451,9 @@ def create_app(config: dict | Config, log: Callable[[str], None] | None = None) 
         if not _same_secret(password, user.password):
             _decide(f"login: wrong password for {user.username} -> form again")
             return login_form(next_target, "Invalid password")
+        if not user.is_active:
+            _decide(f"login: {user.username} is inactive -> form again")
+            return login_form(next_target, "Failed to authenticate.")
         session.clear()
         session[SESSION_USER] = user.username
         session[SESSION_AUTH_TIME] = int(time.time())
@@ -587,10 +603,66 @@ def create_app(config: dict | Config, log: Callable[[str], None] | None = None) 
                 return _token_json(code_grant(provider))
             if grant_type == "refresh_token":
                 return _token_json(refresh_grant(provider, requested_scope))
+            if grant_type in ("client_credentials", "password"):
+                return _token_json(client_credentials_grant(provider, grant_type, client_secret, requested_scope))
             raise _OAuthError("unsupported_grant_type", f"grant_type {grant_type!r} not supported")
         except _OAuthError as error:
             _decide(f"token: {error.reason} -> {error.error}")
-            return _token_json({"error": error.error, "error_description": TOKEN_ERRORS[error.error]}, status=400)
+            # authentik's OAuth2Error.create_dict
+            return _token_json({"error": error.error, "error_description": TOKEN_ERRORS[error.error],
+                                "request_id": g.request_id}, status=400)
+
+    def client_credentials_grant(provider: Provider, grant_type: str, client_secret: str,
+                                 scope: list[str]) -> dict[str, Any]:
+        """authentik's providers/oauth2/views/token.py, __post_init_client_credentials:
+        `password` is handled exactly like `client_credentials`.
+
+        The client secret is NOT checked here: authentik checks it only for the
+        authorization_code and refresh_token grants; for these grants the
+        client_id only picks the provider (and its application's policies).
+        """
+        who = f"{grant_type} (client {provider.client_id})"
+        if request.form.get("client_assertion_type", ""):
+            raise _OAuthError("invalid_grant", f"{who}: client assertions (JWT) are not implemented by the stand-in")
+        username = request.form.get("username", "")
+        if username != "":
+            return app_password_grant(provider, who, username, request.form.get("password"), scope)
+        if client_secret == provider.client_secret:
+            raise _OAuthError("invalid_grant", f"{who}: no username; authentik would answer for the provider's "
+                                               "generated service account, which the stand-in does not implement")
+        # authentik's "workaround": client_secret = base64("username:password").
+        try:
+            decoded = base64.b64decode(client_secret, validate=True).decode("utf-8")
+        except (ValueError, binascii.Error, UnicodeDecodeError):
+            raise _OAuthError("invalid_grant", f"{who}: no username, and the client secret is not "
+                                               "base64(username:password)") from None
+        username, _, password = decoded.partition(":")
+        return app_password_grant(provider, who, username, password, scope)
+
+    def app_password_grant(provider: Provider, who: str, username: str, password: str | None,
+                           scope: list[str]) -> dict[str, Any]:
+        """__post_init_client_credentials_creds: an ACTIVE user by username, an unexpired
+        app_password token of that user with key=password, then the application's
+        policy for that user. Each failure is the same invalid_grant."""
+        user = config.user_by_username(username)
+        # authentik >= 2025.8.5 / 2025.10.2 looks up the user with is_active=True
+        # (CVE-2025-64521: before, a deactivated account's app password still got
+        # tokens). The stand-in follows the fixed behaviour.
+        if user is None or not user.is_active:
+            raise _OAuthError("invalid_grant", f"{who}: no active user {username!r}")
+        token, why = state.directory.find_token(password or "", "app_password", user.username)
+        if token is None:
+            what = why or state.directory.token_summary(password or "")
+            raise _OAuthError("invalid_grant", f"{who}: password for {user.username} is no app password of theirs "
+                                               f"({what})")
+        if provider.allowed_group is not None and provider.allowed_group not in user.groups:
+            raise _OAuthError("invalid_grant", f"{who}: {user.username} is not in group {provider.allowed_group!r} "
+                                               "(application policy)")
+        response = state.issue_tokens(provider, user, scope, int(time.time()),
+                                      access_nonce=None, refresh_nonce=None, with_refresh=False)
+        _decide(f"token: {who}: app password {token.identifier} of {user.username} (scope {scope}) "
+                f"-> access {fingerprint(response['access_token'])}, no refresh token")
+        return response
 
     def code_grant(provider: Provider) -> dict[str, Any]:
         raw_code = request.form.get("code", "")
@@ -818,11 +890,11 @@ def create_app(config: dict | Config, log: Callable[[str], None] | None = None) 
             "end_session_endpoint": f"{base}/application/o/{slug}/end-session/",
             "introspection_endpoint": f"{base}/application/o/introspect/",
             "revocation_endpoint": f"{base}/application/o/revoke/",
-            # The stand-in implements the authorization code flow only.
+            # The stand-in implements the authorization code flow (and the app password grants).
             "response_types_supported": ["code"],
             "response_modes_supported": ["query"],
             "jwks_uri": f"{base}/application/o/{slug}/jwks/",
-            "grant_types_supported": ["authorization_code", "refresh_token"],
+            "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials", "password"],
             "id_token_signing_alg_values_supported": ["RS256" if provider.signing_key else "HS256"],
             "subject_types_supported": ["public"],
             "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],

@@ -169,6 +169,17 @@ class GrantStore:
         with self._lock:
             return self._grants["code"].pop(grant.value, None) is not None
 
+    def delete_user(self, username: str) -> int:
+        """Delete every code and token of a user (authentik does so when the user is
+        deactivated); returns how many."""
+        removed = 0
+        with self._lock:
+            for grants in self._grants.values():
+                for value in [v for v, g in grants.items() if g.username == username]:
+                    del grants[value]
+                    removed += 1
+        return removed
+
     def revoke(self, grant: Grant) -> None:
         with self._lock:
             grant.revoked = True
