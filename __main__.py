@@ -6,6 +6,7 @@ Reads the stack's settings, builds the components, exports the endpoints.
 import pulumi
 
 from components.credentials import Credentials
+from components.directory import DirectoryReader, DirectoryReaderArgs
 from components.dkim import DkimKeys
 from components.dockerhost import DockerHost, DockerHostArgs
 from components.identity import IdentityProviderClient, IdentityProviderClientArgs
@@ -47,6 +48,13 @@ identity = IdentityProviderClient(
     ),
 )
 
+# directory: authentik: a read-only authentik account for the directory sync.
+directory_reader = (
+    DirectoryReader("directory", DirectoryReaderArgs(app_name=settings.app_name, app_slug=settings.app_slug))
+    if settings.directory.source == "authentik"
+    else None
+)
+
 host = DockerHost("docker", DockerHostArgs(docker_host=settings.docker_host, network_name=f"{prefix}-private"))
 on_host = pulumi.ResourceOptions(providers={"docker": host.provider})
 
@@ -68,6 +76,7 @@ mail = MailServer(
         client_id=credentials.client_id,
         client_secret=credentials.client_secret,
         dkim_private_key=dkim.signing_key_pem,
+        directory_token=directory_reader.token_key if directory_reader else None,
     ),
     opts=on_host,
 )

@@ -90,6 +90,8 @@ CAPABILITIES: dict[str, dict[str, str]] = {
         "SETUID": "OpenDKIM drops from root to the opendkim user (UserID) after reading its config",
         "SETGID": "the same switch sets its groups",
     },
+    # Runs as its own user (layout.DIRECTORY_UID) from the start: no capability.
+    "directory": {},
     "roundcube": {
         "CHOWN": "the entrypoint owns the sqlite folder and a new database for www-data",
         "DAC_OVERRIDE": "the entrypoint replaces files in the www-data-owned database folder",
@@ -115,6 +117,9 @@ SCRATCH: dict[str, dict[str, str]] = {
     },
     "opendkim": {
         "/run/opendkim": f"size=1m,mode=0755,uid={layout.OPENDKIM_UID},gid={layout.OPENDKIM_GID}",
+    },
+    "directory": {
+        "/tmp": "size=16m,mode=1777",              # Python's and postmap's temporary files
     },
     "roundcube": {
         "/run": "size=16m,mode=0755",        # Apache's pid file
@@ -181,6 +186,10 @@ class ServiceSpec:
     memory_mb: int = 512
     pids_limit: int = 500
     healthcheck: Healthcheck | None = None
+    # A helper that runs from another service's image: its own program and user.
+    entrypoint: Sequence[str] = ()
+    command: Sequence[str] = ()
+    user: str | None = None  # "uid:gid", numeric
 
 
 # The Docker engine's name for the host it runs on, resolved by the engine
@@ -248,6 +257,9 @@ def declare_container(
         name=container_name,
         image=spec.image,
         hostname=spec.service,
+        entrypoints=list(spec.entrypoint) or None,
+        command=list(spec.command) or None,
+        user=spec.user,
         restart="unless-stopped",
         # Locked down: only the capabilities the daemon needs, no privilege
         # gained through setuid binaries, a read-only root with tmpfs for

@@ -6,10 +6,12 @@ from dataclasses import dataclass
 from typing import Optional
 
 import pulumi
+import pulumi_docker as docker
 
 from components import containers
 from components.containers import Bind, File, Healthcheck, Mount, Publish, ServiceSpec
 from components.render import layout
+from components.render.directory import render_directory_sync_config
 from components.render.dovecot import (
     render_dovecot_conf,
     render_introspection_filter_config,
@@ -19,6 +21,10 @@ from components.render.opendkim import render_opendkim_conf, render_opendkim_unb
 from components.render.policyd_spf import render_policyd_spf_conf
 from components.render.postfix import render_postfix_main_cf, render_postfix_master_cf
 from components.settings import Settings
+
+
+# Unhealthy while the sync's rounds fail (authentik away, token revoked) or are refused.
+DIRECTORY_SYNC_CHECK = Healthcheck(["CMD", layout.DIRECTORY_SYNC, layout.DIRECTORY_SYNC_CONFIG, "--check"])
 
 
 @dataclass
@@ -32,6 +38,8 @@ class MailServerArgs:
     client_id: pulumi.Input[str]
     client_secret: pulumi.Input[str]
     dkim_private_key: pulumi.Input[str]  # PEM, secret: the key of settings.dkim_selector
+    # directory: authentik: the directory sync's authentik API key (secret).
+    directory_token: Optional[pulumi.Input[str]] = None
 
 
 class MailServer(pulumi.ComponentResource):
@@ -53,6 +61,13 @@ class MailServer(pulumi.ComponentResource):
             # Dovecot's auth socket for Postfix (layout.SASL_SOCKET).
             "sasl": containers.declare_shared_volume(self, f"{name}-sasl", f"{args.name_prefix}-sasl"),
         }
+        with_directory = settings.directory.source == "authentik"
+        if with_directory:
+            # The directory's state (which folder belongs to which authentik user) is data.
+            volumes["directory"] = containers.declare_volume(
+                self, f"{name}-directory", f"{args.name_prefix}-directory", settings.protect_volumes
+            )
+        directory_mounts = [Mount("directory", layout.DIRECTORY_DIR, read_only=True)] if with_directory else []
 
         # The introspection URL inside carries the client secret.
         rendered: pulumi.Output[str] = pulumi.Output.all(args.client_id, args.client_secret).apply(
@@ -115,7 +130,7 @@ class MailServer(pulumi.ComponentResource):
                 network_name=args.network_name,
                 files=dovecot_files,
                 publish=dovecot_publish,
-                mounts=[Mount("mail", layout.MAIL_DIR), Mount("sasl", layout.SASL_SOCKET_DIR)],
+                mounts=[Mount("mail", layout.MAIL_DIR), Mount("sasl", layout.SASL_SOCKET_DIR), *directory_mounts],
                 memory_mb=settings.memory_mb.dovecot,
                 pids_limit=settings.pids_limit.dovecot,
                 healthcheck=containers.greets(layout.IMAP_PORT, "* OK"),
@@ -136,7 +151,11 @@ class MailServer(pulumi.ComponentResource):
                 files=postfix_files,
                 publish=postfix_publish,
                 # Postfix only connects to the socket: a read-only mount allows that.
-                mounts=[Mount("spool", layout.POSTFIX_SPOOL_DIR), Mount("sasl", layout.SASL_SOCKET_DIR, read_only=True)],
+                mounts=[
+                    Mount("spool", layout.POSTFIX_SPOOL_DIR),
+                    Mount("sasl", layout.SASL_SOCKET_DIR, read_only=True),
+                    *directory_mounts,
+                ],
                 memory_mb=settings.memory_mb.postfix,
                 pids_limit=settings.pids_limit.postfix,
                 healthcheck=containers.greets(layout.SMTP_PORT, "220 "),
@@ -165,6 +184,9 @@ class MailServer(pulumi.ComponentResource):
             settings.docker_host,
         )
 
+        if with_directory:
+            self.directory = self._directory_sync(name, args, volumes)
+
         # With TLS, clients must use the certificate's name; without, the published address.
         reach = settings.host_name if settings.tls is not None else settings.address_of("submission")
         self.imap_endpoint = (
@@ -173,3 +195,44 @@ class MailServer(pulumi.ComponentResource):
         )
         self.submission_endpoint = f"smtp://{reach}:{ports.submission}" if ports.submission else ""
         self.register_outputs({"imap_endpoint": self.imap_endpoint, "submission_endpoint": self.submission_endpoint})
+
+    def _directory_sync(self, name: str, args: MailServerArgs, volumes: dict[str, docker.Volume]) -> docker.Container:
+        """authentik's users and groups as Postfix's maps and Dovecot's passwd-file (images/postfix/directory-sync.py).
+
+        Its own container of the Postfix image (postmap builds the maps), as
+        its own user, holding the only copy of the API key outside Pulumi.
+        """
+        settings = args.settings
+        assert args.directory_token is not None
+        files = {
+            layout.DIRECTORY_SYNC_CONFIG: File(render_directory_sync_config(settings)),
+            layout.DIRECTORY_TOKEN_FILE: File(
+                pulumi.Output.secret(args.directory_token),
+                mode="0600",
+                owner=str(layout.DIRECTORY_UID),
+                group=str(layout.DIRECTORY_GID),
+            ),
+        }
+        if settings.authentik_ca_pem is not None:
+            files[layout.AUTHENTIK_CA_FILE] = File(settings.authentik_ca_pem)
+        return containers.declare_container(
+            self,
+            f"{name}-directory",
+            f"{args.name_prefix}-directory",
+            ServiceSpec(
+                service="directory",
+                image=args.postfix_image,
+                network_name=args.network_name,
+                files=files,
+                mounts=[Mount("directory", layout.DIRECTORY_DIR)],
+                memory_mb=settings.memory_mb.directory,
+                pids_limit=settings.pids_limit.directory,
+                entrypoint=[layout.DIRECTORY_SYNC],
+                command=[layout.DIRECTORY_SYNC_CONFIG],
+                user=f"{layout.DIRECTORY_UID}:{layout.DIRECTORY_GID}",
+                healthcheck=DIRECTORY_SYNC_CHECK,
+                hosts=containers.hosts_to_reach(settings.authentik_backchannel_url),
+            ),
+            volumes,
+            settings.docker_host,
+        )

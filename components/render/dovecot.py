@@ -61,28 +61,21 @@ def render_dovecot_conf(settings: Settings, client_id: str, client_secret: str) 
         "",
         *_mail_domain_only(settings),
         "",
-        "# Every address of the mail domain has a mailbox, owned by vmail. The",
-        "# userdb asks the passdbs above whether a user exists (allow_all_users = no),",
-        "# so LMTP refuses other domains with 550 instead of making mailboxes.",
-        "userdb static {",
-        "  fields {",
-        f"    uid = {layout.VMAIL_UID}",
-        f"    gid = {layout.VMAIL_GID}",
-        f"    home = {_value(layout.MAIL_DIR + '/%{user | domain}/%{user | username}')}",
-        "  }",
-        "  allow_all_users = no",
-        "}",
+        *(_directory_users() if settings.directory.source == "authentik" else _open_users(settings)),
         "mail_driver = maildir",
         "mail_path = ~/Maildir",
         "",
         "# Per-mailbox quota. Mail that would exceed it is refused at LMTP's",
         "# RCPT with a permanent 552 (quota_full_tempfail = no), so the sender's",
-        "# server bounces it instead of queueing it for days.",
+        "# server bounces it instead of queueing it for days. The size is set",
+        "# outside the quota block so that a user's own quota from the directory",
+        "# (passwd-file field userdb_quota_storage_size) overrides it: Dovecot",
+        "# 2.4.1 applies such a field to the global setting only.",
         "mail_plugins {",
         "  quota = yes",
         "}",
+        f"quota_storage_size = {_value(settings.mailbox_quota)}",
         "quota mailbox {",
-        f"  quota_storage_size = {_value(settings.mailbox_quota)}",
         "}",
         "quota_full_tempfail = no",
         "lmtp_rcpt_check_quota = yes",
@@ -221,15 +214,70 @@ def _oauth2(settings: Settings, client_id: str, client_secret: str) -> list[str]
     ]
 
 
-def _mail_domain_only(settings: Settings) -> list[str]:
-    """Two passdbs that bind every login and recipient to mail_domain.
+def _open_users(settings: Settings) -> list[str]:
+    """directory: open. Every safe local part of mail_domain is a mailbox (a catch-all)."""
+    return [
+        "# directory: open. Every address of the mail domain has a mailbox, owned",
+        "# by vmail. The userdb asks the passdbs above whether a user exists",
+        "# (allow_all_users = no), so LMTP refuses other domains and unsafe local",
+        "# parts with 550 instead of making mailboxes.",
+        "userdb static {",
+        "  fields {",
+        f"    uid = {layout.VMAIL_UID}",
+        f"    gid = {layout.VMAIL_GID}",
+        f"    home = {_value(layout.MAIL_DIR + '/%{user | domain}/%{user | username}')}",
+        "  }",
+        "  allow_all_users = no",
+        "}",
+        "passdb mail_domain {",
+        "  driver = static",
+        f"  username_filter = {_value('*@' + settings.mail_domain)}",
+        "  # A crypt hash nothing matches: the passdb says who exists, never lets in.",
+        f"  passdb_static_password = {_value('{CRYPT}*')}",
+        "}",
+    ]
 
-    No passdb checks a password here: the mechanisms are the OAuth ones only,
-    and after authentik accepts a token Dovecot asks the passdbs whether the
-    user may log in (IMAP, and the auth service Postfix uses). A user outside
-    mail_domain (or with a second `@`) is found by the deny passdb and refused,
-    however valid the token; one inside is found by the static passdb, whose
-    password hash matches nothing.
+
+def _directory_users() -> list[str]:
+    """directory: authentik. Only the directory's mailboxes exist (images/postfix/directory-sync.py).
+
+    The sync writes the passwd-file atomically; Dovecot checks its mtime and
+    size at most once a second and reads a new one. Its `{CRYPT}*` hashes
+    match no password: it says who exists (and their home and quota), after
+    a token was accepted, and never lets anyone in by itself.
+    """
+    users = _value(layout.DOVECOT_USERS_FILE)
+    return [
+        "# directory: authentik. Only the mailboxes of authentik's directory exist:",
+        "# a login or recipient missing from this file is refused (LMTP 550 5.1.1).",
+        "passdb directory {",
+        "  driver = passwd-file",
+        f"  passwd_file_path = {users}",
+        "}",
+        "# After a token is accepted, a passdb's \"user unknown\" still counts as",
+        "# success (src/auth/mech-oauth2.c, oauth2_verify_callback): only a denied",
+        "# user is refused. So whoever the directory does not list is denied here,",
+        "# or a deactivated user's token would still log into Postfix's SASL.",
+        "passdb not_in_directory {",
+        "  driver = static",
+        "  deny = yes",
+        "}",
+        "userdb directory {",
+        "  driver = passwd-file",
+        f"  passwd_file_path = {users}",
+        "}",
+    ]
+
+
+def _mail_domain_only(settings: Settings) -> list[str]:
+    """Deny passdbs that bind every login and recipient to mail_domain's safe local parts.
+
+    No passdb checks a password here: after a token is accepted, Dovecot asks
+    the passdbs whether the user may log in (IMAP, and the auth service
+    Postfix uses). A user outside mail_domain (or with a second `@`, or an
+    unsafe local part) is found by a deny passdb and refused, however valid
+    the token; one inside is then found by the directory's passwd-file (or,
+    with directory: open, by a static passdb), whose hashes match nothing.
     """
     inside = f"*@{settings.mail_domain}"
     return [
@@ -253,16 +301,10 @@ def _mail_domain_only(settings: Settings) -> list[str]:
         "  deny = yes",
         f"  username_filter = {_value(' '.join(UNSAFE_LOCAL_PARTS))}",
         "}",
-        "passdb mail_domain {",
-        "  driver = static",
-        f"  username_filter = {_value(inside)}",
-        "  # A crypt hash nothing matches: the passdb says who exists, never lets in.",
-        f"  passdb_static_password = {_value('{CRYPT}*')}",
-        "}",
     ]
 
 
-def _authentik_trust(settings: Settings) -> dict[str, str]:
+def authentik_trust(settings: Settings) -> dict[str, str]:
     """The CA trust of the container's HTTP clients to authentik."""
     if settings.authentik_ca_file is not None:
         return {"ca_file": layout.AUTHENTIK_CA_FILE}
@@ -274,7 +316,7 @@ def render_jwks_sync_config(settings: Settings, client_id: str) -> str:
     return json.dumps(
         {
             "jwks_url": settings.jwks_url,
-            **_authentik_trust(settings),
+            **authentik_trust(settings),
             # authentik's access tokens name the client as azp: Dovecot looks
             # the key up under <key_dir>/<azp>/RS256/<kid>.
             "azp": client_id,
@@ -291,7 +333,7 @@ def render_introspection_filter_config(settings: Settings) -> str:
         {
             "port": layout.INTROSPECTION_FILTER_PORT,
             "introspection_url": f"{settings.authentik_backchannel_url}/application/o/introspect/",
-            **_authentik_trust(settings),
+            **authentik_trust(settings),
             "timeout": 10,
         },
         indent=2,

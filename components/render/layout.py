@@ -48,6 +48,22 @@ POLICYD_SPF_CONF = "/etc/postfix-policyd-spf-python/policyd-spf.conf"
 SASL_SOCKET_DIR = "/var/lib/roundcube-authentik/sasl"
 SASL_SOCKET = f"{SASL_SOCKET_DIR}/auth"
 
+# The mail directory (directory: authentik). The directory sync
+# (images/postfix/directory-sync.py, its own container of the Postfix image,
+# running as DIRECTORY_UID) writes Postfix's maps and Dovecot's passwd-file
+# into a volume that Postfix and Dovecot mount read-only. Its folder exists in
+# both images, owned by DIRECTORY_UID, so a new volume gets that owner.
+DIRECTORY_DIR = "/var/lib/roundcube-authentik/directory"
+DIRECTORY_SYNC_CONFIG = "/etc/roundcube-authentik/directory/sync.json"
+DIRECTORY_TOKEN_FILE = "/etc/roundcube-authentik/directory/token"  # authentik API key, readable by DIRECTORY_UID only
+DIRECTORY_SYNC = "/usr/local/bin/directory-sync"
+DIRECTORY_UID = 5020
+DIRECTORY_GID = 5020
+DOVECOT_USERS_FILE = f"{DIRECTORY_DIR}/dovecot-users"  # passwd-file: who exists, home, quota
+POSTFIX_MAILBOX_MAP = f"hash:{DIRECTORY_DIR}/mailboxes"
+POSTFIX_ALIAS_MAP = f"hash:{DIRECTORY_DIR}/aliases"
+POSTFIX_SENDER_MAP = f"hash:{DIRECTORY_DIR}/senders"
+
 # Where jwks-sync.py keeps authentik's public keys for Dovecot (in the container).
 OAUTH2_KEY_DIR = "/var/lib/dovecot/oauth2-keys"
 

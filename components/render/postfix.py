@@ -59,6 +59,7 @@ def render_postfix_main_cf(settings: Settings) -> str:
         "alias_database =",
         "local_recipient_maps =",
         f"virtual_mailbox_domains = {settings.mail_domain}",
+        *_recipients(settings),
         f"virtual_transport = lmtp:inet:{layout.DOVECOT_HOST}:{layout.LMTP_PORT}",
         f"relayhost = {settings.relay_host or ''}".rstrip(),
         "mynetworks = 127.0.0.0/8",
@@ -83,7 +84,7 @@ def render_postfix_main_cf(settings: Settings) -> str:
         "smtpd_helo_required = yes",
         "disable_vrfy_command = yes",
         "smtpd_relay_restrictions = permit_sasl_authenticated, reject_unauth_destination",
-        f"smtpd_sender_login_maps = {SENDER_LOGIN_MAP}",
+        f"smtpd_sender_login_maps = {_sender_logins(settings)}",
         "# Every port that takes recipients refuses local parts that could name",
         "# another mailbox's folder (master.cf's ports extend this list).",
         f"local_part_check = {local_part_check(settings)}",
@@ -110,6 +111,24 @@ def render_postfix_main_cf(settings: Settings) -> str:
         *_server_tls(settings),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _recipients(settings: Settings) -> list[str]:
+    if settings.directory.source == "open":
+        return ["# directory: open: every local part of the domain is accepted (Dovecot makes the mailbox)."]
+    return [
+        "# directory: authentik. The directory sync's hashed maps: an address that is",
+        "# no mailbox, alias or list is refused at RCPT with 550 5.1.1. The sync",
+        "# replaces each .db file whole; each daemon notices (the old file is",
+        "# unlinked) and restarts before its next client, with no reload.",
+        f"virtual_mailbox_maps = {layout.POSTFIX_MAILBOX_MAP}",
+        f"virtual_alias_maps = {layout.POSTFIX_ALIAS_MAP}",
+    ]
+
+
+def _sender_logins(settings: Settings) -> str:
+    # With the directory, a login owns its address and its aliases (senders map).
+    return SENDER_LOGIN_MAP if settings.directory.source == "open" else layout.POSTFIX_SENDER_MAP
 
 
 def _dnsbl(settings: Settings) -> list[str]:

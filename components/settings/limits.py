@@ -14,6 +14,7 @@ class MemoryLimits(Strict):
     postfix: int = 256
     roundcube: int = 512
     opendkim: int = 128
+    directory: int = 256
 
     @field_validator("*")
     @classmethod
@@ -35,6 +36,7 @@ class ProcessLimits(Strict):
     postfix: int = 500
     roundcube: int = 500
     opendkim: int = 200
+    directory: int = 100
 
     @field_validator("*")
     @classmethod

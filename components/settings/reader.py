@@ -39,6 +39,13 @@ def load_settings(config: Mapping[str, Any], project: str) -> Settings:
         raise SettingsError(_explain(err, project)) from None
 
 
+# What a required setting's "not set" error adds.
+HINTS = {
+    "directory": "mailboxes come from authentik (source: authentik, the default) and mail to postmaster@ and abuse@ "
+    "(RFC 5321, RFC 2142) needs a mailbox, e.g. `directory: {postmaster: alice@example.com}`; or `directory: open` "
+    "accepts every address of mail_domain, as before",
+}
+
 # Settings whose value is text: a stack value such as "123", "true" or "null" stays text.
 _TEXT = {str, Optional[str], Optional[Path]}
 
@@ -64,7 +71,7 @@ def _explain(err: ValidationError, project: str) -> str:
             allowed = ", ".join(sorted(Settings.model_fields)) if len(error["loc"]) == 1 else "see the README"
             lines.append(f"{setting}: unknown setting; allowed settings are: {allowed}")
         elif error["type"] == "missing":
-            lines.append(f"{setting}: required, not set")
+            lines.append(f"{setting}: required, not set" + (f"; {HINTS[where]}" if where in HINTS else ""))
         else:
             message = error["msg"].removeprefix("Value error, ")
             lines.append(f"{setting}: {message}")

@@ -31,6 +31,7 @@ from components.settings.common import (
     ip_address_text,
     validity_seconds,
 )
+from components.settings.directory import DirectorySettings
 from components.settings.limits import MemoryLimits, ProcessLimits
 from components.settings.network import Ports, PublishAddresses
 from components.settings.tls import TlsFiles
@@ -90,6 +91,9 @@ class Settings(Strict):
     jwks_refresh_seconds: int = Field(
         60, description="local token validation: how often Dovecot's container fetches authentik's keys"
     )
+    # Required: its default source, authentik, needs a postmaster mailbox, so
+    # a stack chooses (see reader.HINTS for what the error message adds).
+    directory: DirectorySettings = Field(description="who has a mailbox: authentik (needs postmaster) or open")
 
     _authentik_ca_pem: Optional[str] = PrivateAttr(None)
 

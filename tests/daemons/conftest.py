@@ -34,7 +34,11 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 @pytest.fixture(scope="session", params=["dev", "prod"])
 def variant(request: pytest.FixtureRequest, pki: Pki) -> Variant:
-    return make_variant(request.param, pki)
+    # dev accepts every address of the domain (directory: open); prod takes
+    # its mailboxes from (fake) authentik through the real directory sync.
+    if request.param == "prod":
+        return make_variant("prod", pki, directory={"postmaster": "alice@example.com", "interval": 10})
+    return make_variant("dev", pki)
 
 
 @pytest.fixture()

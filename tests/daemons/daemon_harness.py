@@ -18,6 +18,7 @@ else (e.g. Roundcube's token request).
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import os
@@ -45,6 +46,7 @@ from cryptography.x509.oid import NameOID
 from components import containers as declared
 from components.render import layout
 from components.render.dns import dkim_txt_value, dns_records
+from components.render.directory import render_directory_sync_config
 from components.render.dovecot import (
     render_dovecot_conf,
     render_introspection_filter_config,
@@ -54,6 +56,7 @@ from components.render.opendkim import render_opendkim_conf, render_opendkim_unb
 from components.render.policyd_spf import render_policyd_spf_conf
 from components.render.postfix import render_postfix_main_cf, render_postfix_master_cf
 from components.render.roundcube import render_roundcube_config
+from components.mailserver import DIRECTORY_SYNC_CHECK
 from components.webmail import LOGIN_PAGE_CHECK
 from components.settings import Settings, load_settings
 from offline.stack_file import read_stack_text, settings_document
@@ -96,9 +99,13 @@ def _token(length: int) -> str:
     return f"{header}.{_opaque(body, string.ascii_letters + string.digits + '-_')}.{_opaque(43, string.ascii_letters + '-_')}"
 
 
+# Deactivated in authentik's directory (DIRECTORY); the fake still vouches for
+# a token of hers, as an access token stays valid until it expires.
+ERIN = "erin@example.com"
 REFRESH_TOKEN = _opaque(128)
-TOKENS = {_token(120): ALICE, _token(1800): BOB, _token(120): CAROL, _token(120): DAVE, REFRESH_TOKEN: ALICE}
-TOKEN_OF = {user: token for token, user in list(TOKENS.items())[:4]}
+TOKENS = {_token(120): ALICE, _token(1800): BOB, _token(120): CAROL, _token(120): DAVE, _token(120): ERIN,
+          REFRESH_TOKEN: ALICE}
+TOKEN_OF = {user: token for token, user in list(TOKENS.items())[:5]}
 
 
 # -- files ---------------------------------------------------------------------
@@ -236,6 +243,7 @@ class Variant:
     des_key: str
     fake_listen: str  # where the fake authentik listens, matching settings.authentik_url
     dkim_key: rsa.RSAPrivateKey  # as pulumi-tls makes it: RSA 2048, PKCS#1 PEM
+    api_key: str = ""  # the directory sync's authentik API token (directory: authentik)
 
     @property
     def dkim_private_pem(self) -> bytes:
@@ -283,6 +291,18 @@ class Variant:
             ),
         }
 
+    def directory_files(self) -> dict[str, Upload]:
+        """As components/mailserver.py uploads them for the directory sync: the key its user's alone."""
+        files = {
+            layout.DIRECTORY_SYNC_CONFIG: Upload(render_directory_sync_config(self.settings).encode()),
+            layout.DIRECTORY_TOKEN_FILE: Upload(
+                self.api_key.encode(), 0o600, layout.DIRECTORY_UID, layout.DIRECTORY_GID
+            ),
+        }
+        if self.settings.authentik_ca_file is not None:
+            files[layout.AUTHENTIK_CA_FILE] = Upload(self.settings.authentik_ca_file.read_bytes())
+        return files
+
     def roundcube_files(self) -> dict[str, Upload]:
         files = {layout.ROUNDCUBE_CONFIG: Upload(self.roundcube_config().encode(), 0o640, 0, WWW_DATA_GID)}
         if self.settings.authentik_ca_file is not None:
@@ -302,7 +322,8 @@ class Variant:
 def make_variant(name: str, pki: Pki, **overrides: Any) -> Variant:
     # These stacks ask (fake) authentik on every login; tests/daemons/test_dovecot_local.py
     # covers the default, local validation, with real signed tokens.
-    config: dict[str, Any] = {"mail_domain": "example.com", "token_validation": "introspection"}
+    # The standalone tests' Dovecots have no directory: every address of the domain exists.
+    config: dict[str, Any] = {"mail_domain": "example.com", "token_validation": "introspection", "directory": "open"}
     if name == "dev":
         config.update(dev=True, roundcube_url="http://webmail.localhost:8080", authentik_url="http://authentik:9000")
         listen = "tcp://0.0.0.0:9000"
@@ -329,6 +350,7 @@ def make_variant(name: str, pki: Pki, **overrides: Any) -> Variant:
         des_key=_alphanumeric(24),
         fake_listen=listen,
         dkim_key=rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        api_key=_alphanumeric(60),
     )
 
 
@@ -548,6 +570,7 @@ class Stack:
     opendkim: Any
     dns: Any           # the test zone's dnsmasq, the only resolver Postfix and OpenDKIM reach
     sender: "OutsideSender"
+    directory_sync: Any = None  # directory: authentik
     ports: dict[str, int] = field(default_factory=dict)
 
     def introspection_requests(self) -> list[dict[str, Any]]:
@@ -602,16 +625,54 @@ def introspection_requests(authentik: Any) -> list[dict[str, Any]]:
 
 
 FAKE_JWKS = "/srv/jwks.json"
+FAKE_DIRECTORY = "/srv/directory.json"
+
+
+def _user(pk: int, username: str, email: str, active: bool = True, **attributes: Any) -> dict[str, Any]:
+    """A user as authentik's API lists it (include_groups=false)."""
+    return {"pk": pk, "username": username, "name": username.title(), "is_active": active, "email": email,
+            "attributes": attributes, "groups": [], "groups_obj": None, "type": "internal",
+            "uid": hashlib.sha256(username.encode()).hexdigest(), "path": "users"}
+
+
+STAFF = "staff@example.com"  # a list: alice and bob
+# authentik's directory for the prod stack (directory: authentik), as the fake serves it.
+DIRECTORY: dict[str, list[dict[str, Any]]] = {
+    "users": [
+        _user(1, "alice", ALICE, mail_aliases=["al@example.com"]),
+        _user(2, "bob", BOB),
+        _user(3, "carol", CAROL),
+        _user(4, "dave", DAVE),  # another domain: no mailbox here
+        _user(5, "erin", ERIN, active=False),  # deactivated in authentik
+        _user(6, "frank", "frank@example.com", mail_quota="1M"),
+        # Malformed attributes: skipped one by one, the mailbox stays.
+        _user(7, "grace", "grace@example.com", mail_quota="lots", mail_aliases=["grace@elsewhere.example", "g@example.com"]),
+    ],
+    "groups": [
+        {"pk": str(uuid.uuid5(uuid.NAMESPACE_URL, "staff")), "name": "staff", "attributes": {"mail_address": STAFF},
+         "users": [1, 2], "users_obj": None, "is_superuser": False, "roles": [], "parent": None},
+    ],
+}
+
+
+def set_directory(authentik: Any, directory: Optional[dict[str, Any]]) -> None:
+    """What the fake's directory API serves from now on; None: HTTP 503 (authentik failing)."""
+    if directory is None:
+        exec_in(authentik, ["rm", "-f", FAKE_DIRECTORY])
+    else:
+        authentik.put_archive("/", tar_of({FAKE_DIRECTORY: Upload(json.dumps(directory).encode())}))
 
 
 def start_fake_authentik(
     resources: Resources, images: dict[str, str], network: Any, variant: Variant, pki: Pki,
     jwks: Optional[dict[str, Any]] = None, **kwargs: Any,
 ) -> Any:
-    """The fake authentik; with `jwks`, it also serves that JWKS (see set_jwks)."""
+    """The fake authentik; with `jwks`, it also serves that JWKS (see set_jwks), and the
+    directory (DIRECTORY, see set_directory) to the variant's API key."""
     files = {
         FAKE_AUTHENTIK_SCRIPT: Upload((HERE / "fake_authentik.php").read_bytes()),
         FAKE_AUTHENTIK_PEM: Upload(pki.authentik_server.read_bytes(), 0o600),
+        FAKE_DIRECTORY: Upload(json.dumps(DIRECTORY).encode()),
     }
     if jwks is not None:
         files[FAKE_JWKS] = Upload(json.dumps(jwks).encode())
@@ -627,6 +688,8 @@ def start_fake_authentik(
             "FAKE_CERT": FAKE_AUTHENTIK_PEM,
             "FAKE_CLIENT": f"{variant.client_id}:{variant.client_secret}",
             "FAKE_TOKENS": json.dumps(TOKENS),
+            "FAKE_API_KEY": variant.api_key,
+            "FAKE_DIRECTORY": FAKE_DIRECTORY,
             **({"FAKE_JWKS": FAKE_JWKS} if jwks is not None else {}),
         },
         **kwargs,
@@ -644,6 +707,7 @@ def hardened(service: str, settings: Settings) -> dict[str, Any]:
         "postfix": declared.greets(layout.SMTP_PORT, "220 "),
         "roundcube": declared.Healthcheck(["CMD", "php", "-r", LOGIN_PAGE_CHECK]),
         "opendkim": declared.Healthcheck(["CMD", "/usr/local/bin/healthcheck"], start_period="10s"),
+        "directory": DIRECTORY_SYNC_CHECK,
     }[service]
     memory = getattr(settings.memory_mb, service)
     return {
@@ -676,10 +740,12 @@ def set_jwks(authentik: Any, jwks: Optional[dict[str, Any]]) -> None:
 
 def start_dovecot(
     resources: Resources, images: dict[str, str], network: Any, variant: Variant, what: str = "dovecot",
-    settings: Optional[Settings] = None, sasl: Any = None, **kwargs: Any,
+    settings: Optional[Settings] = None, sasl: Any = None, directory: Any = None, **kwargs: Any,
 ) -> Any:
-    """Dovecot as components/mailserver.py declares it; `sasl`: the auth socket's volume, shared with Postfix."""
+    """Dovecot as components/mailserver.py declares it; `sasl`: the auth socket's volume, shared with
+    Postfix; `directory`: the directory sync's volume (directory: authentik), read-only."""
     sasl = sasl or resources.volume(f"{what}-sasl")
+    directory_mount = {directory.name: {"bind": layout.DIRECTORY_DIR, "mode": "ro"}} if directory is not None else {}
     ports: dict[str, Any] = {f"{port}/tcp": ("127.0.0.1", None) for port in (layout.IMAP_PORT, layout.LMTP_PORT)}
     if (settings or variant.settings).tls is not None:
         ports[f"{layout.IMAPS_PORT}/tcp"] = ("127.0.0.1", None)
@@ -693,6 +759,7 @@ def start_dovecot(
         volumes={
             resources.volume(f"{what}-mail").name: {"bind": layout.MAIL_DIR, "mode": "rw"},
             sasl.name: {"bind": layout.SASL_SOCKET_DIR, "mode": "rw"},
+            **directory_mount,
             **variant.tls_binds(),
         },
         **hardened("dovecot", settings or variant.settings),
@@ -728,7 +795,14 @@ def running_stack(
         # Every container of the stack resolves through the test zone only.
         authentik = start_fake_authentik(resources, images, network, variant, pki, dns=resolver)
         sasl = resources.volume("sasl")
-        dovecot = start_dovecot(resources, images, network, variant, sasl=sasl, dns=resolver)
+        directory, sync = None, None
+        if variant.settings.directory.source == "authentik":
+            # The directory sync fills its volume before Postfix and Dovecot read it.
+            directory = resources.volume("directory")
+            sync = start_directory_sync(resources, images, network, variant, directory, dns=resolver)
+            wait_until("the directory sync's first round", lambda: healthy_now(sync, DIRECTORY_SYNC_CHECK),
+                       [authentik, sync])
+        dovecot = start_dovecot(resources, images, network, variant, sasl=sasl, directory=directory, dns=resolver)
         opendkim = resources.container(
             "opendkim",
             images["opendkim"],
@@ -751,6 +825,7 @@ def running_stack(
             volumes={
                 resources.volume("spool").name: {"bind": layout.POSTFIX_SPOOL_DIR, "mode": "rw"},
                 sasl.name: {"bind": layout.SASL_SOCKET_DIR, "mode": "ro"},
+                **({directory.name: {"bind": layout.DIRECTORY_DIR, "mode": "ro"}} if directory is not None else {}),
                 **variant.tls_binds(),
             },
             **hardened("postfix", variant.settings),
@@ -767,7 +842,7 @@ def running_stack(
             **hardened("roundcube", variant.settings),
             dns=resolver,
         )
-        stack = Stack(variant, resources, network, authentik, dovecot, postfix, roundcube, opendkim, dns, sender)
+        stack = Stack(variant, resources, network, authentik, dovecot, postfix, roundcube, opendkim, dns, sender, sync)
         stack.ports = {
             "imap": published_port(dovecot, layout.IMAP_PORT),
             "lmtp": published_port(dovecot, layout.LMTP_PORT),
@@ -788,6 +863,28 @@ def running_stack(
         yield stack
     finally:
         resources.close()
+
+
+def start_directory_sync(resources: Resources, images: dict[str, str], network: Any, variant: Variant, volume: Any,
+                         **kwargs: Any) -> Any:
+    """The directory sync as components/mailserver.py declares it: the Postfix image, its own user, no capability."""
+    return resources.container(
+        "directory",
+        images["postfix"],
+        variant.directory_files(),
+        network=network,
+        entrypoint=[layout.DIRECTORY_SYNC],
+        command=[layout.DIRECTORY_SYNC_CONFIG],
+        user=f"{layout.DIRECTORY_UID}:{layout.DIRECTORY_GID}",
+        volumes={volume.name: {"bind": layout.DIRECTORY_DIR, "mode": "rw"}},
+        **hardened("directory", variant.settings),
+        **kwargs,
+    )
+
+
+def healthy_now(container: Any, check: declared.Healthcheck) -> bool:
+    """A declared healthcheck command, run now (Docker's schedule would wait its interval)."""
+    return container.exec_run(check.command[1:]).exit_code == 0
 
 
 def healthy(container: Any) -> bool:

@@ -8,11 +8,39 @@
 //   FAKE_TOKENS   JSON object: access token -> email of its user
 //   FAKE_JWKS     optional: a file served (read on every request) as the JWKS
 //                 at GET /application/o/<slug>/jwks/; missing file: HTTP 503
+//   FAKE_API_KEY  optional: the API token the directory endpoints accept (Bearer)
+//   FAKE_DIRECTORY optional: a JSON file {"users": [...], "groups": [...]} served
+//                 (read on every request) at GET /api/v3/core/users/ and
+//                 /api/v3/core/groups/ in authentik's paging shape, one page;
+//                 `is_active=true` filters users as authentik does; a wrong
+//                 token gets authentik's 403; a missing file: HTTP 503
 //
 // Like authentik: POST only, HTTP Basic client authentication, `token` form
 // field, `{"active": false}` with HTTP 200 for anything unknown. Any other
 // request (e.g. Roundcube's token request) gets the same inactive answer.
 // Every request is logged to stdout as one JSON line for the test to read.
+
+// authentik's paging answer (authentik/api/pagination.py) with everything on one page.
+function directory_page(string $kind, string $query, string $authorization): array
+{
+    if ($authorization !== 'Bearer ' . getenv('FAKE_API_KEY')) {
+        return ['403 Forbidden', json_encode(['detail' => 'Token invalid/expired'])];
+    }
+    $data = @file_get_contents(getenv('FAKE_DIRECTORY'));
+    if ($data === false) {
+        return ['503 Service Unavailable', ''];
+    }
+    parse_str(ltrim($query, '?'), $params);
+    // Objects stay objects (an empty `attributes` must go out as {}, not []).
+    $results = json_decode($data, false, 512, JSON_THROW_ON_ERROR)->$kind;
+    if ($kind === 'users' && ($params['is_active'] ?? '') === 'true') {
+        $results = array_values(array_filter($results, fn ($user) => $user->is_active));
+    }
+    $count = count($results);
+    $pagination = ['next' => 0, 'previous' => 0, 'count' => $count, 'current' => 1, 'total_pages' => 1,
+                   'start_index' => $count ? 1 : 0, 'end_index' => $count];
+    return ['200 OK', json_encode(['pagination' => $pagination, 'results' => $results, 'autocomplete' => new stdClass()])];
+}
 
 $listen = getenv('FAKE_LISTEN');
 $client = getenv('FAKE_CLIENT');
@@ -82,6 +110,9 @@ while (true) {
     ]) . "\n");
     $json = json_encode($answer);
     $status = '200 OK';
+    if (preg_match('#^GET /api/v3/core/(users|groups)/(\?\S*)? #', $request_line, $api) && getenv('FAKE_DIRECTORY')) {
+        [$status, $json] = directory_page($api[1], $api[2] ?? '', $headers['authorization'] ?? '');
+    }
     if (preg_match('#^GET /application/o/[^/]+/jwks/ #', $request_line) && getenv('FAKE_JWKS')) {
         $jwks = @file_get_contents(getenv('FAKE_JWKS'));
         [$status, $json] = $jwks === false ? ['503 Service Unavailable', ''] : ['200 OK', $jwks];

@@ -41,6 +41,7 @@ from typing import Any, Callable, Iterator, Mapping
 import docker
 import requests
 
+from components.mailserver import DIRECTORY_SYNC_CHECK
 from offline.capture import PROJECT_DIR, Capture, capture, read_stack
 from offline.stack_file import StackConfig
 from tests.e2e.deploy import Deployment, build_images, deploy, leftovers
@@ -112,6 +113,7 @@ INTROSPECTION = layout("introspection", 3)
 INTROSPECTION_STACK = INTROSPECTION.stack
 INTROSPECTION_IMAPS_PORT = INTROSPECTION.ports["imaps"]
 JWKS_REFRESH_SECONDS = 5
+DIRECTORY_INTERVAL = 10
 STACK = MAIN.stack
 PREFIX = MAIN.prefix
 PORTS = dict(MAIN.ports)
@@ -124,9 +126,20 @@ TESTNET_IMAGE = f"roundcube-authentik/testnet:{'e2e-' + INSTANCE if INSTANCE els
 # The receiving SMTP server's name on the private network: relay_host of the e2e stacks.
 RELAY_HOST = "relay.example.test"
 
+# A distribution list (a group with the attribute mail_address): Alice and Bob.
+STAFF_LIST = f"staff@{MAIL_DOMAIN}"
+GROUPS = [{"name": "staff", "attributes": {"mail_address": STAFF_LIST}}]
 USERS = [
-    {"username": "alice", "name": "Alice Liddell", "email": f"alice@{MAIL_DOMAIN}", "password": "alice-pw", "groups": [GROUP]},
-    {"username": "bob", "name": "Bob Builder", "email": f"bob@{MAIL_DOMAIN}", "password": "bob-pw", "groups": [GROUP]},
+    {"username": "alice", "name": "Alice Liddell", "email": f"alice@{MAIL_DOMAIN}", "password": "alice-pw",
+     "groups": [GROUP, "staff"], "attributes": {"mail_aliases": [f"al@{MAIL_DOMAIN}"]}},
+    {"username": "bob", "name": "Bob Builder", "email": f"bob@{MAIL_DOMAIN}", "password": "bob-pw",
+     "groups": [GROUP, "staff"]},
+    # Her own quota from authentik; a malformed alias (another domain) that the directory skips.
+    {"username": "frank", "name": "Frank Quota", "email": f"frank@{MAIL_DOMAIN}", "password": "frank-pw",
+     "groups": [GROUP], "attributes": {"mail_quota": "1M", "mail_aliases": ["frank@elsewhere.example"]}},
+    # Renamed during the tests: her mail follows her.
+    {"username": "heidi", "name": "Heidi Renamed", "email": f"heidi@{MAIL_DOMAIN}", "password": "heidi-pw",
+     "groups": [GROUP]},
     {"username": "carol", "name": "Carol Outsider", "email": f"carol@{MAIL_DOMAIN}", "password": "carol-pw", "groups": []},
     # In the allowed group, but with an email in another domain: no mailbox here.
     {"username": "dave", "name": "Dave Elsewhere", "email": "dave@elsewhere.example", "password": "dave-pw", "groups": [GROUP]},
@@ -181,6 +194,9 @@ def e2e_overrides(where: Layout, pki: Mapping[str, Path], access_token_seconds: 
         "jwks_refresh_seconds": Override(
             str(JWKS_REFRESH_SECONDS),
             "the key-rotation test waits for the JWKS sync's next round; 60 s by default"),
+        "directory": Override(
+            {"source": "authentik", "postmaster": f"alice@{MAIL_DOMAIN}", "interval": DIRECTORY_INTERVAL},
+            "the deactivation and rename tests wait for the directory sync's next round; 60 s by default"),
         "relay_host": Override(
             f"[{RELAY_HOST}]:25",
             "mail for other domains goes to the test's receiving SMTP server on the private network, never "
@@ -488,6 +504,7 @@ def standin_config_for(declared: Capture, where: Layout = MAIN, also: list[Captu
         cert_file="/etc/standin/server.pem",
         key_file="/etc/standin/server.key",
         users=USERS,
+        groups=GROUPS,
         extra_applications=[other_application(), *(application_from_capture(c)[0] for c in also)],
     )
     # The same program declares the same dovecotprofile mapping for every application.
@@ -551,6 +568,10 @@ def running_stack(
         wait_for(lambda: banner(where.ports["imaps"], imaps), "Dovecot")
         opendkim = deployment.container("opendkim")
         wait_for(lambda: opendkim.exec_run(["/usr/local/bin/healthcheck"]).exit_code == 0, "OpenDKIM")
+        if any(name.endswith("-directory") for name in deployment.containers):
+            # Its first round ran before the stand-in was up; the next one, an interval later, fills the maps.
+            sync = deployment.container("directory")
+            wait_for(lambda: sync.exec_run(DIRECTORY_SYNC_CHECK.command[1:]).exit_code == 0, "the directory sync")
         yield stack
     finally:
         _keep_logs(deployment, stack, where)
@@ -566,7 +587,7 @@ def _keep_logs(deployment: Deployment, stack: Stack | None, where: Layout) -> No
     """Saves each daemon's log under artifacts/e2e/<stack>/ for reading after the run."""
     folder = ARTIFACTS / where.stack
     folder.mkdir(parents=True, exist_ok=True)
-    for service in ("dovecot", "postfix", "roundcube", "opendkim"):
+    for service in ("dovecot", "postfix", "roundcube", "opendkim", "directory"):
         try:
             (folder / f"{service}.log").write_text(deployment.logs(service))
         except (docker.errors.NotFound, AssertionError):

@@ -67,6 +67,40 @@ def application_from_capture(capture: Capture) -> tuple[dict[str, Any], list[dic
     return app, mappings
 
 
+USER = "authentik:index/user:User"
+GROUP = "authentik:index/group:Group"
+ROLE = "authentik:index/rbacRole:RbacRole"
+PERMISSION = "authentik:index/rbacPermissionRole:RbacPermissionRole"
+TOKEN = "authentik:index/token:Token"
+
+
+def directory_reader_from_capture(capture: Capture) -> dict[str, list[dict[str, Any]]]:
+    """The service account, its group, role and permissions and its API token, as declared (directory: authentik)."""
+    accounts = {int(u.outputs["id"]): u.inputs for u in capture.of_type(USER)}
+    roles = {r.outputs["id"]: r.inputs["name"] for r in capture.of_type(ROLE)}
+    permissions: dict[str, list[str]] = {name: [] for name in roles.values()}
+    for grant in capture.of_type(PERMISSION):
+        permissions[roles[grant.inputs["role"]]].append(grant.inputs["permission"])
+    groups = [g.inputs for g in capture.of_type(GROUP)]
+    member_of = {pk: [g["name"] for g in groups if pk in g.get("users", [])] for pk in accounts}
+    return {
+        "users": [
+            {"username": a["username"], "name": a.get("name", ""), "type": a.get("type", "internal"),
+             # A service account has no password anyone knows.
+             "password": "!service-account-" + a["username"], "groups": member_of[pk]}
+            for pk, a in accounts.items()
+        ],
+        "groups": [{"name": g["name"], "is_superuser": g.get("isSuperuser", False),
+                    "roles": [roles[r] for r in g.get("roles", [])]} for g in groups],
+        "roles": [{"name": name, "permissions": sorted(permissions[name])} for name in roles.values()],
+        "tokens": [
+            {"identifier": t.inputs["identifier"], "key": t.outputs["key"], "user": accounts[int(t.inputs["user"])]["username"],
+             "intent": t.inputs.get("intent", "api"), "expiring": t.inputs.get("expiring", True), "expires": None}
+            for t in capture.of_type(TOKEN)
+        ],
+    }
+
+
 def standin_config(
     capture: Capture,
     *,
@@ -76,13 +110,18 @@ def standin_config(
     key_file: str,
     users: list[dict[str, Any]],
     extra_applications: list[dict[str, Any]] = (),  # type: ignore[assignment]
+    groups: list[dict[str, Any]] = (),  # type: ignore[assignment]
 ) -> dict[str, Any]:
     app, mappings = application_from_capture(capture)
+    reader = directory_reader_from_capture(capture)
     return {
         "base_url": base_url,
         "listen": {"host": "0.0.0.0", "port": port},
         "tls": {"cert_file": cert_file, "key_file": key_file},
-        "users": users,
+        "users": [*users, *reader["users"]],
+        "groups": [*groups, *reader["groups"]],
+        "roles": reader["roles"],
+        "tokens": reader["tokens"],
         "scope_mappings": mappings,
         "applications": [app, *extra_applications],
     }

@@ -26,8 +26,8 @@ CONTAINER = "docker:index/container:Container"
 VOLUME = "docker:index/volume:Volume"
 IMAGE = "docker:index/image:Image"
 PIDS_LIMIT = "pulumi-python:dynamic/roundcube-authentik:PidsLimit"
-# The volumes that hold data (mail, queue, Roundcube's database).
-DATA_VOLUMES = {"mail-mail", "mail-postfix-spool", "webmail-database"}
+# The volumes that hold data (mail, queue, Roundcube's database, the directory's folder assignments).
+DATA_VOLUMES = {"mail-mail", "mail-postfix-spool", "webmail-database", "mail-directory"}
 
 
 def stack_config(stack: str) -> StackConfig:
@@ -323,6 +323,7 @@ OTHER_VALUES = {
     "dnsbl_sites": json.dumps(["zen.spamhaus.org*2"]),
     "token_validation": "introspection",
     "jwks_refresh_seconds": "300",
+    "directory": json.dumps({"source": "authentik", "postmaster": "hostmaster@example.com", "interval": 300}),
 }
 
 
@@ -444,7 +445,8 @@ def test_each_config_carrier_holds_only_the_uploads_and_never_runs(declared: Cap
     from components.containers import config_folders
 
     carriers = [c for c in declared.of_type(CONTAINER) if c.name.endswith("-config")]
-    assert len(carriers) == 4
+    # dovecot, postfix, roundcube, opendkim and the directory sync
+    assert len(carriers) == 5
     for carrier in carriers:
         inputs = carrier.inputs
         assert inputs["start"] is False and inputs["mustRun"] is False and inputs["networkMode"] == "none"
@@ -467,9 +469,10 @@ def test_config_folders_are_the_uploads_outermost_folders_and_refuse_etc_itself(
 
 def test_every_daemon_gets_its_process_limit_on_the_stacks_docker_engine(declared: Capture) -> None:
     limits = {r.name.removesuffix("-pids-limit"): r for r in declared.of_type(PIDS_LIMIT)}
-    assert set(limits) == {container(declared, s).name for s in ("dovecot", "postfix", "roundcube", "opendkim")}
+    services = ("dovecot", "postfix", "roundcube", "opendkim", "directory")
+    assert set(limits) == {container(declared, s).name for s in services}
     defaults = ProcessLimits()
-    for service in ("dovecot", "postfix", "roundcube", "opendkim"):
+    for service in services:
         daemon = container(declared, service)
         inputs = limits[daemon.name].inputs
         assert inputs["container_id"] == daemon.outputs.get("id", f"{daemon.name}-id")
@@ -595,6 +598,15 @@ BAD_SETTINGS = [
     ("rebuild stamp with spaces", {"image_rebuild": "next tuesday"}, ["image_rebuild", "must be a short stamp"]),
     ("boolean that is not one", {"dev": "maybe"}, ["roundcube-authentik:dev", "boolean"]),
     ("required setting missing", {"mail_domain": UNSET}, ["roundcube-authentik:mail_domain: required, not set"]),
+    ("no directory chosen", {"directory": UNSET},
+     ["roundcube-authentik:directory: required, not set", "postmaster@ and abuse@", "`directory: open`"]),
+    ("directory source unknown", {"directory": "ldap"}, ["roundcube-authentik:directory", "must be authentik or open"]),
+    ("directory without postmaster", {"directory": json.dumps({"source": "authentik"})},
+     ["roundcube-authentik:directory", "postmaster is required with source authentik"]),
+    ("directory postmaster not an address", {"directory": json.dumps({"postmaster": "the admins"})},
+     ["roundcube-authentik:directory.postmaster", "must be an email address"]),
+    ("directory read too often", {"directory": json.dumps({"postmaster": "a@example.com", "interval": 1})},
+     ["roundcube-authentik:directory.interval", "between 10 and 86400"]),
 ]
 
 
@@ -636,3 +648,76 @@ def test_text_settings_stay_text_whatever_they_look_like() -> None:
     c = capture("dev", config, placeholders=True)
     assert c.one("authentik:index/application:Application").inputs["name"] == "2026"
     assert [i.args["name"] for i in c.invokes if i.token.endswith("getGroup")] == ['{"not": "json"}']
+
+
+# -- the mail directory --------------------------------------------------------------
+
+USER = "authentik:index/user:User"
+GROUP = "authentik:index/group:Group"
+ROLE = "authentik:index/rbacRole:RbacRole"
+PERMISSION = "authentik:index/rbacPermissionRole:RbacPermissionRole"
+TOKEN = "authentik:index/token:Token"
+
+
+def test_the_directory_reads_authentik_with_an_account_that_may_only_view_users_and_groups(declared: Capture) -> None:
+    account = declared.one(USER)
+    assert account.inputs["type"] == "service_account" and "password" not in account.inputs
+    role = declared.one(ROLE)
+    permissions = declared.of_type(PERMISSION)
+    assert sorted(p.inputs["permission"] for p in permissions) == ["authentik_core.view_group", "authentik_core.view_user"]
+    assert all(p.inputs["role"] == role.outputs["id"] and "objectId" not in p.inputs for p in permissions)
+    # The role reaches the account through a group that is no superuser group, and nothing else does.
+    group = declared.one(GROUP)
+    assert group.inputs["isSuperuser"] is False
+    assert group.inputs["roles"] == [role.outputs["id"]]
+    assert group.inputs["users"] == [int(account.outputs["id"])]
+    token = declared.one(TOKEN)
+    assert token.inputs["intent"] == "api" and token.inputs["retrieveKey"] is True and token.inputs["expiring"] is False
+    assert token.inputs["user"] == int(account.outputs["id"])
+    # The SDK keeps the key secret in the state.
+    assert "key" in token.additional_secret_outputs
+
+
+def test_the_directory_key_reaches_only_the_sync_as_a_file_it_alone_can_read(declared: Capture) -> None:
+    key = declared.one(TOKEN).outputs["key"]
+    assert len(key) >= 40
+    uploads = declared.uploads("directory")
+    token_file = uploads["/etc/roundcube-authentik/directory/token"]
+    assert token_file["content"] == key
+    assert (token_file["permissions"], token_file["owner"], token_file["group"]) == ("0600", "5020", "5020")
+    carrier = declared.config_carrier("directory")
+    index = carrier.inputs["uploads"].index(token_file)
+    assert f"uploads.{index}.content" in carrier.secret_paths or "uploads" in carrier.secret_paths
+    # Nowhere else: no other input of any resource, no environment, no output.
+    for resource in declared.resources:
+        if resource is carrier or resource.type == TOKEN:
+            continue
+        assert all(key not in text for _, text in string_leaves(resource.inputs)), resource.name
+    assert all(key not in text for _, text in string_leaves(declared.exports))
+    sync = container(declared, "directory").inputs
+    assert "envs" not in sync and sync["user"] == "5020:5020"
+    assert sync["capabilities"] == {"adds": [], "drops": ["ALL"]} and sync["readOnly"] is True
+
+
+def test_postfix_and_dovecot_read_the_directory_and_only_the_sync_writes_it(declared: Capture) -> None:
+    directory = "/var/lib/roundcube-authentik/directory"
+    for service, read_only in (("directory", None), ("postfix", True), ("dovecot", True)):
+        mounts = {v["containerPath"]: v for v in container(declared, service).inputs["volumes"] if "containerPath" in v}
+        assert mounts[directory]["volumeName"] == f"roundcube-authentik-{declared.stack}-directory"
+        assert mounts[directory].get("readOnly") is read_only, service
+    main = container_files(declared, "postfix")["/etc/postfix/main.cf"]
+    assert f"virtual_mailbox_maps = hash:{directory}/mailboxes" in main
+    assert f"smtpd_sender_login_maps = hash:{directory}/senders" in main
+    sync = json.loads(container_files(declared, "directory")["/etc/roundcube-authentik/directory/sync.json"])
+    assert sync["postmaster"] and sync["output_dir"] == directory and sync["interval"] == 60
+    assert sync["api_url"] == (stack_config(declared.stack).get("authentik_internal_url")
+                               or stack_config(declared.stack).get("authentik_url"))
+
+
+def test_an_open_directory_declares_no_account_no_sync_and_accepts_every_local_part() -> None:
+    c = run("dev", lambda config: config.with_values(directory="open"))
+    for kind in (USER, GROUP, ROLE, PERMISSION, TOKEN):
+        assert c.of_type(kind) == [], kind
+    assert not [r for r in c.of_type(CONTAINER) if r.name.endswith("-directory")]
+    main = container_files(c, "postfix")["/etc/postfix/main.cf"]
+    assert "virtual_mailbox_maps" not in main

@@ -39,7 +39,7 @@ def pem(tmp_path: Path) -> Path:
 
 def settings(**fields: Any) -> Settings:
     config = {"mail_domain": "example.com", "dev": True, "roundcube_url": "http://localhost:8080",
-              "authentik_url": "http://authentik.example.com:9000"}
+              "authentik_url": "http://authentik.example.com:9000", "directory": "open"}
     config.update(fields)
     # Written as a stack file and read as the Pulumi CLI hands it over.
     stack = read_stack_text(settings_document("roundcube-authentik", config), "roundcube-authentik")
@@ -104,7 +104,8 @@ def test_tokens_are_validated_locally_by_default() -> None:
 def test_an_empty_token_validation_means_the_default(unset: Any) -> None:
     config = {"roundcube-authentik:mail_domain": "example.com", "roundcube-authentik:dev": "true",
               "roundcube-authentik:roundcube_url": "http://localhost:8080",
-              "roundcube-authentik:authentik_url": "http://authentik.example.com:9000"}
+              "roundcube-authentik:authentik_url": "http://authentik.example.com:9000",
+              "roundcube-authentik:directory": "open"}
     if unset is not None:
         config["roundcube-authentik:token_validation"] = unset
         config["roundcube-authentik:jwks_refresh_seconds"] = unset
@@ -269,7 +270,8 @@ def test_dovecot_binds_every_login_and_recipient_to_the_mail_domain() -> None:
 
 def test_dovecot_enforces_the_mailbox_quota_with_a_permanent_refusal_at_lmtp() -> None:
     conf = render_dovecot_conf(settings(mailbox_quota="750M"), CLIENT_ID, CLIENT_SECRET)
-    assert dovecot_setting(block(conf, "quota mailbox"), "quota_storage_size") == ["750M"]
+    # Outside the quota block: only there does the directory's per-user quota override it.
+    assert "quota mailbox {" in conf and dovecot_setting(conf, "quota_storage_size") == ["750M"]
     assert dovecot_setting(conf, "quota_full_tempfail") == ["no"]
     assert dovecot_setting(conf, "lmtp_rcpt_check_quota") == ["yes"]
     assert dovecot_setting(render_dovecot_conf(settings(), CLIENT_ID, CLIENT_SECRET), "quota_storage_size") == ["5G"]

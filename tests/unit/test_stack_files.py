@@ -123,7 +123,7 @@ def test_a_stack_rewritten_by_pulumi_config_set_declares_the_same_graph(stack: s
 
 def _minimal_stack() -> dict[str, object]:
     return {"mail_domain": "example.test", "roundcube_url": "https://mail.example.test",
-            "authentik_url": "https://auth.example.test"}
+            "authentik_url": "https://auth.example.test", "directory": {"postmaster": "alice@example.test"}}
 
 
 def _stack_text(settings: dict[str, object], extra_line: str = "") -> str:
