@@ -28,7 +28,7 @@ from tests.e2e import readback
 CONTAINER_INPUTS = {
     "name", "image", "hostname", "restart", "networksAdvanced", "ports", "volumes", "uploads", "hosts",
     "capabilities", "securityOpts", "memory", "memorySwap", "logDriver", "logOpts", "healthcheck",
-    "readOnly", "tmpfs", "start", "mustRun", "networkMode",
+    "readOnly", "tmpfs", "start", "mustRun", "networkMode", "entrypoints", "command", "user",
 }
 PIDS_LIMIT = "pulumi-python:dynamic/roundcube-authentik:PidsLimit"
 # The engine the tests' client talks to (docker.from_env): the only docker_host they deploy to.
@@ -243,6 +243,9 @@ def _create_container(deployment: Deployment, declared: DeclaredResource, dns: O
         image=deployment.images[inputs["image"]],
         name=inputs["name"],
         hostname=inputs.get("hostname"),
+        entrypoint=inputs.get("entrypoints"),
+        command=inputs.get("command"),
+        user=inputs.get("user"),
         ports=[p["internal"] for p in ports],
         volumes=anonymous or None,
         host_config=host_config,

@@ -149,6 +149,8 @@ CONTAINER = [
     Attribute("domainname", lambda i: i["Config"].get("Domainname") or "", "default", ""),
     Attribute("command", lambda i: i["Config"].get("Cmd"), "computed"),
     Attribute("entrypoints", lambda i: i["Config"].get("Entrypoint"), "computed"),
+    # Optional, its DiffSuppress keeps the image's USER when nothing is declared.
+    Attribute("user", lambda i: i["Config"].get("User") or "", "computed"),
     Attribute("dns", lambda i: i["HostConfig"].get("Dns"), "default", [], _as_set),
     Attribute("dnsOpts", lambda i: i["HostConfig"].get("DnsOptions"), "default", [], _as_set),
     Attribute("dnsSearches", lambda i: i["HostConfig"].get("DnsSearch"), "default", [], _as_set),
