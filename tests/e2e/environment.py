@@ -523,6 +523,7 @@ def introspection_config(pki: Mapping[str, Path], main: StackConfig) -> StackCon
         "app_slug": Override("webmail-e2e-introspection", "its own application in the shared stand-in"),
         "roundcube_url": Override(INTROSPECTION.roundcube_url, "its own names and ports"),
         "ports": Override(dict(INTROSPECTION.ports, smtp=None, submission=None), "only Dovecot runs"),
+        "directory": Override("open", "only Dovecot runs, no directory sync; the main stack tests the directory"),
     })
 
 

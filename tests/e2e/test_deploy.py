@@ -35,14 +35,14 @@ def test_removing_a_running_deployment_leaves_no_container_network_or_volume(eng
     try:
         wait_for(lambda: requests.get(f"http://127.0.0.1:{HTTP_PORT}/", timeout=3).status_code == 200, "Roundcube")
         running = sorted(leftovers(engine, PREFIX))
-        # dovecot, postfix, opendkim, roundcube, their four config carriers, and the
-        # test's DNS zone and receiving SMTP server
-        assert len([r for r in running if r.startswith("container")]) == 10
-        # mail, queue, Roundcube's database, and Dovecot's auth socket for Postfix
-        assert len([r for r in running if r.startswith("volume")]) == 4
+        # dovecot, postfix, opendkim, roundcube, the directory sync, their five
+        # config carriers, and the test's DNS zone and receiving SMTP server
+        assert len([r for r in running if r.startswith("container")]) == 12
+        # mail, queue, Roundcube's database, the directory, and Dovecot's auth socket for Postfix
+        assert len([r for r in running if r.startswith("volume")]) == 5
         carriers = [c for name, c in deployment.containers.items() if name.endswith("-config")]
         anonymous = [m["Name"] for c in carriers for m in c.attrs["Mounts"] if m["Type"] == "volume"]
-        assert len(carriers) == 4 and len(anonymous) >= 4
+        assert len(carriers) == 5 and len(anonymous) >= 5
     finally:
         # What the session fixture does in its `finally`, whether its tests passed or not.
         deployment.remove()

@@ -456,6 +456,46 @@ def test_twenty_concurrent_requests_at_the_refresh_point_refresh_once_and_keep_t
     wait_for_inbox(alice_page)
 
 
+def test_a_compose_opened_while_other_requests_of_the_session_run_is_kept(stack: Stack, alice_page: Page) -> None:
+    """Roundcube's requests of one session overlap (the page's list and mail checks
+    run while the user clicks); each wrote back the session it had read at its
+    start, so a compose session stored meanwhile was lost: "Requested compose
+    session not found". images/roundcube/session-merge.patch applies each
+    request's own changes to the session as stored."""
+    alice_page.goto(ROUNDCUBE_URL + "/?_task=mail&_mbox=INBOX")
+    wait_for_inbox(alice_page)
+    token = alice_page.evaluate("rcmail.env.request_token")
+    cookies = {c["name"]: c["value"] for c in alice_page.context.cookies() if "localhost" in c["domain"]}
+    alice_page.goto("about:blank")  # only this test's requests from now on
+    ajax = {"X-Roundcube-Request": token, "X-Requested-With": "XMLHttpRequest"}
+
+    def message_list(i: int) -> int:
+        # A search of every folder's text stores its result in the session: a
+        # request that takes a while and writes the session when it ends.
+        return requests.get(ROUNDCUBE_URL + f"/?_task=mail&_action=search&_q=word{i}&_headers=text&_scope=all"
+                            "&_mbox=INBOX&_remote=1", cookies=cookies, headers=ajax, timeout=60).status_code
+
+    def compose(_: int) -> str:
+        opened = requests.get(ROUNDCUBE_URL + "/?_task=mail&_action=compose", cookies=cookies, timeout=60,
+                              allow_redirects=False)
+        assert opened.status_code == 302, opened.status_code
+        return requests.get(ROUNDCUBE_URL + opened.headers["Location"].removeprefix(ROUNDCUBE_URL), cookies=cookies,
+                            timeout=60).text
+
+    lost, rounds = 0, 30
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for _ in range(rounds):
+            opening = pool.submit(compose, 0)
+            time.sleep(0.01)  # the searches read the session while Compose is being opened
+            lists = [pool.submit(message_list, i) for i in range(7)]
+            page = opening.result()
+            assert all(f.result() == 200 for f in lists)
+            lost += "compose session not found" in page.lower()
+    assert lost == 0, f"{lost} of {rounds} compose sessions lost to a concurrent request"
+    alice_page.goto(ROUNDCUBE_URL + "/?_task=mail&_mbox=INBOX")
+    wait_for_inbox(alice_page)
+
+
 # -- the identity provider goes away and comes back ----------------------------------------------
 
 
@@ -573,19 +613,20 @@ def test_mail_and_contacts_survive_a_redeploy_that_replaces_every_container(stac
 
     # An update whose settings replace Dovecot, Postfix and Roundcube.
     config = e2e_config(stack.where, pki, extra={
-        "memory_mb": Override({"dovecot": 640, "postfix": 320, "roundcube": 640, "opendkim": 192},
+        "memory_mb": Override({"dovecot": 640, "postfix": 320, "roundcube": 640, "opendkim": 192, "directory": 320},
                               "replaces every container"),
-        "mailbox_quota": Override("6G", "changes Dovecot's config"),
+        "mailbox_quota": Override("6G", "changes Dovecot's config and the directory sync's default quota"),
     })
     later = capture(stack.capture.stack, config, placeholders=False, earlier=stack.capture)
     before_ids = {name: c.id for name, c in stack.deployment.containers.items()}
     volumes_before = sorted(v.name for v in stack.deployment.volumes)
     replaced = redeploy(stack.deployment, stack.capture, later, stack.build_images(later))
     stack.capture = later
-    # Every daemon (a new memory limit), and the carrier of Dovecot's changed
-    # config; the other carriers' files are the same, so they stay.
+    # Every daemon (a new memory limit), and the carriers of Dovecot's and the
+    # directory sync's changed config; the other carriers' files are the same, so they stay.
     daemons = [n for n in before_ids if not n.endswith("-config")]
-    assert sorted(replaced) == sorted([*daemons, "mail-dovecot-config"]), "every daemon and Dovecot's config"
+    assert sorted(replaced) == sorted([*daemons, "mail-dovecot-config", "mail-directory-config"]), \
+        "every daemon, Dovecot's and the directory sync's config"
     assert all(stack.deployment.containers[n].id != before_ids[n] for n in replaced)
     assert stack.deployment.containers["mail-postfix-config"].id == before_ids["mail-postfix-config"]
     assert sorted(v.name for v in stack.client.volumes.list() if v.name in volumes_before) == volumes_before
