@@ -49,10 +49,7 @@ def render_dovecot_conf(settings: Settings, client_id: str, client_secret: str) 
         "protocols = imap lmtp",
         "log_path = /dev/stderr",
         "",
-        "# Only OAuth 2 bearer tokens, checked by authentik. Tokens may cross the",
-        "# private network and a loopback-only IMAP port in clear.",
-        "auth_mechanisms = xoauth2 oauthbearer",
-        "auth_allow_cleartext = yes",
+        *_mechanisms(settings),
         "# Why a login failed (bad token, wrong user, authentik unreachable), never",
         "# the token itself. (Never the debug switch: it logs the introspection URL with its secret.)",
         "auth_verbose = yes",
@@ -211,6 +208,23 @@ def _oauth2(settings: Settings, client_id: str, client_secret: str) -> list[str]
         "    }",
         "  }",
         "}",
+    ]
+
+
+def _mechanisms(settings: Settings) -> list[str]:
+    if settings.tls is None:
+        return [
+            "# OAuth 2 bearer tokens only. No certificate in this stack: tokens cross",
+            "# the private network and a loopback-only IMAP port in clear.",
+            "auth_mechanisms = xoauth2 oauthbearer",
+            "auth_allow_cleartext = yes",
+        ]
+    return [
+        "# With a certificate, no login is ever in clear: every mechanism (Dovecot",
+        "# counts XOAUTH2 and OAUTHBEARER as plaintext too) only after STARTTLS or",
+        "# on IMAPS; Roundcube uses STARTTLS on the private network.",
+        f"auth_mechanisms = {'xoauth2 oauthbearer plain login' if settings.clients.app_passwords else 'xoauth2 oauthbearer'}",
+        "auth_allow_cleartext = no",
     ]
 
 

@@ -226,10 +226,15 @@ def render_postfix_master_cf(settings: Settings) -> str:
         ),
         *[_option(rule) for rule in submission_rules],
         "",
-        "# Roundcube only: the private network, never published.",
+        "# Roundcube only: the private network, never published. With tls, Roundcube",
+        "# uses STARTTLS here too: no login is ever in clear.",
         _service(str(layout.WEBMAIL_SUBMISSION_PORT), "inet", "n", "-", "n", "-", "-", "smtpd"),
         _option("syslog_name=postfix/webmail"),
-        _option("smtpd_tls_security_level=none"),
+        *(
+            [_option("smtpd_tls_security_level=encrypt"), _option("smtpd_tls_auth_only=yes")]
+            if tls
+            else [_option("smtpd_tls_security_level=none")]
+        ),
         *[_option(rule) for rule in submission_rules],
         "",
         *[_service(*row) for row in _INTERNAL_SERVICES],

@@ -46,11 +46,7 @@ def roundcube_settings(settings: Settings, client_id: str, client_secret: str, d
         "product_name": settings.app_name,
         "db_dsnw": f"sqlite:///{layout.ROUNDCUBE_DB_FILE}?mode=0640",
         "des_key": des_key,
-        # Dovecot and Postfix on the private network, without TLS: tokens never
-        # leave the Docker network here.
-        "imap_host": f"{layout.DOVECOT_HOST}:{layout.IMAP_PORT}",
-        # 1.6.20 logs in with XOAUTH2: the identity as user, `Bearer <token>`.
-        "smtp_host": f"{layout.POSTFIX_HOST}:{layout.WEBMAIL_SUBMISSION_PORT}",
+        **_mail_servers(settings),
         "oauth_provider": "generic",
         "oauth_provider_name": "authentik",
         "oauth_client_id": client_id,
@@ -87,6 +83,21 @@ def roundcube_settings(settings: Settings, client_id: str, client_secret: str, d
         "ip_check": False,
         "support_url": "",
     }
+
+
+def _mail_servers(settings: Settings) -> dict[str, Any]:
+    """Dovecot and Postfix on the private network; 1.6.20 logs in with XOAUTH2
+    (the identity as user, `Bearer <token>`) on both."""
+    imap = f"{layout.DOVECOT_HOST}:{layout.IMAP_PORT}"
+    smtp = f"{layout.POSTFIX_HOST}:{layout.WEBMAIL_SUBMISSION_PORT}"
+    if settings.tls is None:
+        # No certificate in this stack: tokens never leave the Docker network.
+        return {"imap_host": imap, "smtp_host": smtp}
+    # With a certificate, no login anywhere is in clear, this hop included
+    # (Dovecot's auth_allow_cleartext = no): STARTTLS to the containers'
+    # names, checked against mail_hostname, the certificate's name.
+    tls = {"ssl": {"peer_name": settings.host_name, "verify_peer": True, "verify_peer_name": True}}
+    return {"imap_host": f"tls://{imap}", "smtp_host": f"tls://{smtp}", "imap_conn_options": tls, "smtp_conn_options": tls}
 
 
 def render_roundcube_config(settings: Settings, client_id: str, client_secret: str, des_key: str) -> str:

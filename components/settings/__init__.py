@@ -1,5 +1,6 @@
 """The stack's settings, split by concern; `load_settings` reads a stack's config into them."""
 
+from components.settings.clients import ClientSettings
 from components.settings.common import SettingsError, validity_seconds
 from components.settings.directory import DirectorySettings
 from components.settings.limits import MemoryLimits, ProcessLimits
@@ -9,6 +10,7 @@ from components.settings.stack import Settings
 from components.settings.tls import TlsFiles
 
 __all__ = [
+    "ClientSettings",
     "DirectorySettings",
     "MemoryLimits",
     "Ports",

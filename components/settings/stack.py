@@ -31,6 +31,7 @@ from components.settings.common import (
     ip_address_text,
     validity_seconds,
 )
+from components.settings.clients import ClientSettings
 from components.settings.directory import DirectorySettings
 from components.settings.limits import MemoryLimits, ProcessLimits
 from components.settings.network import Ports, PublishAddresses
@@ -94,6 +95,7 @@ class Settings(Strict):
     # Required: its default source, authentik, needs a postmaster mailbox, so
     # a stack chooses (see reader.HINTS for what the error message adds).
     directory: DirectorySettings = Field(description="who has a mailbox: authentik (needs postmaster) or open")
+    clients: ClientSettings = Field(ClientSettings(), description="mail clients' app passwords")
 
     _authentik_ca_pem: Optional[str] = PrivateAttr(None)
 
@@ -306,6 +308,16 @@ class Settings(Strict):
             )
         if self.relay_spf_include is not None and self.relay_host is None:
             problems.append("relay_spf_include needs relay_host; set relay_host or leave relay_spf_include unset")
+        if self.clients.app_passwords:
+            if self.tls is None:
+                problems.append("clients.app_passwords needs tls: app passwords are only ever accepted over TLS")
+            if self.directory.source != "authentik":
+                problems.append(
+                    "clients.app_passwords needs directory.source authentik: a mail client logs in with its "
+                    "address, which the directory maps to the authentik user whose app password it is"
+                )
+            if self.ports.imaps is None and self.ports.submission is None:
+                problems.append("clients.app_passwords needs ports.imaps or ports.submission: no port for mail clients")
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -324,6 +324,7 @@ OTHER_VALUES = {
     "token_validation": "introspection",
     "jwks_refresh_seconds": "300",
     "directory": json.dumps({"source": "authentik", "postmaster": "hostmaster@example.com", "interval": 300}),
+    "clients": json.dumps({"app_passwords": False, "cache_seconds": 30}),
 }
 
 

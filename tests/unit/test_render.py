@@ -370,10 +370,21 @@ def test_submission_ports_take_only_authenticated_senders_using_their_own_addres
     assert options["smtpd_client_restrictions"] == "permit_sasl_authenticated,reject"
 
 
-def test_webmail_submission_needs_no_tls_even_in_a_tls_stack(pem: Path) -> None:
+def test_with_a_certificate_no_login_is_in_clear_roundcubes_included(pem: Path) -> None:
     options = master_cf(render_postfix_master_cf(prod_settings(pem)))[(str(layout.WEBMAIL_SUBMISSION_PORT), "inet")]
-    assert options["options"]["smtpd_tls_security_level"] == "none"
-    assert "smtpd_tls_auth_only" not in options["options"]
+    assert options["options"]["smtpd_tls_security_level"] == "encrypt"
+    assert options["options"]["smtpd_tls_auth_only"] == "yes"
+    assert dovecot_setting(render_dovecot_conf(prod_settings(pem), CLIENT_ID, CLIENT_SECRET), "auth_allow_cleartext") == ["no"]
+    config = extract_json_document(render_roundcube_config(prod_settings(pem), CLIENT_ID, CLIENT_SECRET, DES_KEY))
+    assert config["imap_host"] == f"tls://{layout.DOVECOT_HOST}:{layout.IMAP_PORT}"
+    assert config["smtp_host"] == f"tls://{layout.POSTFIX_HOST}:{layout.WEBMAIL_SUBMISSION_PORT}"
+    # The containers' names are not the certificate's: the name checked is mail_hostname's.
+    for options_key in ("imap_conn_options", "smtp_conn_options"):
+        assert config[options_key]["ssl"] == {"peer_name": "mail.example.com", "verify_peer": True, "verify_peer_name": True}
+    # Without a certificate (dev), the private network carries tokens in clear, as before.
+    dev = master_cf(render_postfix_master_cf(settings()))[(str(layout.WEBMAIL_SUBMISSION_PORT), "inet")]
+    assert dev["options"]["smtpd_tls_security_level"] == "none"
+    assert dovecot_setting(render_dovecot_conf(settings(), CLIENT_ID, CLIENT_SECRET), "auth_allow_cleartext") == ["yes"]
 
 
 def test_inbound_smtp_has_no_auth() -> None:
