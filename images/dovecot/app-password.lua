@@ -13,7 +13,8 @@
 -- TLS (or a local/trusted connection); anything else is refused here as
 -- well as by the checker.
 --
--- Settings (dovecot.conf):
+-- Settings (dovecot.conf, checked with Dovecot 2.4.1), after the deny passdbs
+-- and before the directory's passwd-file and its catch-all deny passdb:
 --   passdb app_password {
 --     driver = lua
 --     mechanisms_filter = plain login
@@ -21,11 +22,17 @@
 --     lua_settings {
 --       checker_url = http://127.0.0.1:8078/check
 --     }
+--     use_worker = yes
+--     result_failure = return-fail
+--     result_internalfail = return-fail
 --   }
--- The HTTP request blocks (dovecot.http's submit() waits for the answer), so
--- the passdb runs in auth worker processes (use_worker = yes, the Lua
--- driver's default). There is no auth_passdb_get_cache_key(): Dovecot's auth
--- cache stays out of it; the checker caches successes itself.
+-- The HTTP request blocks the process (dovecot.http's submit() runs
+-- http_client_wait() until the answer), so the passdb runs in auth worker
+-- processes (use_worker = yes, also the Lua driver's default). Without the
+-- two result_ settings a refusal or a checker tempfail would go on to the
+-- passdbs below and end as "user disabled" from the catch-all deny passdb.
+-- There is no auth_passdb_get_cache_key(): Dovecot's auth cache stays out of
+-- it; the checker caches successes itself.
 
 local checker_url = nil
 local http_client = nil
