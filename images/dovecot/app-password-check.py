@@ -477,9 +477,9 @@ class Authentik:
             # inactive user, user outside the application's policy: all the same answer.
             return Answer("fail", "wrong password (authentik: invalid_grant)")
         if status != 200:
-            error = document.get("error")
+            code = document.get("error")
             return Answer("tempfail", f"authentik answered HTTP {status}"
-                          + (f" {_loggable(error, 40)}" if isinstance(error, str) else ""))
+                          + (f" {_loggable(code, 40)}" if isinstance(code, str) else ""))
         return self._identity(login, document.get("access_token"))
 
     def _identity(self, login: str, access_token: object) -> Answer:
