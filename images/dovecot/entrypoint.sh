@@ -5,6 +5,7 @@ set -eu
 CONFIG=/etc/dovecot/dovecot.conf
 JWKS_SYNC_CONFIG=/etc/dovecot/jwks-sync.json
 INTROSPECTION_FILTER_CONFIG=/etc/dovecot/introspection-filter.json
+APP_PASSWORD_CHECK_CONFIG=/etc/dovecot/app-password-check.json
 MAIL_DIR=/var/mail
 
 if [ ! -f "$CONFIG" ]; then
@@ -36,6 +37,13 @@ fi
 # listens.
 if [ -f "$INTROSPECTION_FILTER_CONFIG" ]; then
     introspection-filter "$INTROSPECTION_FILTER_CONFIG"
+fi
+# App passwords (PLAIN/LOGIN): Dovecot's Lua passdb (app-password.lua) asks a
+# loopback checker (app-password-check.py), which asks authentik. It reads
+# its config (the client secret) as root, then runs as nobody; it returns
+# once it listens.
+if [ -f "$APP_PASSWORD_CHECK_CONFIG" ]; then
+    app-password-check "$APP_PASSWORD_CHECK_CONFIG"
 fi
 
 exec dovecot -F "$@"
