@@ -13,6 +13,7 @@ from components.containers import Bind, File, Healthcheck, Mount, Publish, Servi
 from components.render import layout
 from components.render.directory import render_directory_sync_config
 from components.render.dovecot import (
+    render_app_password_check_config,
     render_dovecot_conf,
     render_introspection_filter_config,
     render_jwks_sync_config,
@@ -82,6 +83,16 @@ class MailServer(pulumi.ComponentResource):
             )
         else:
             dovecot_files[layout.INTROSPECTION_FILTER_CONFIG] = File(render_introspection_filter_config(settings))
+        if settings.clients.app_passwords:
+            # Holds the client secret: root's alone; the checker reads it, then drops to nobody.
+            dovecot_files[layout.APP_PASSWORD_CHECK_CONFIG] = File(
+                pulumi.Output.secret(
+                    pulumi.Output.all(args.client_id, args.client_secret).apply(
+                        lambda creds: render_app_password_check_config(settings, creds[0], creds[1])
+                    )
+                ),
+                mode="0600",
+            )
         postfix_files = {
             layout.POSTFIX_MAIN_CF: File(render_postfix_main_cf(settings)),
             layout.POSTFIX_MASTER_CF: File(render_postfix_master_cf(settings)),

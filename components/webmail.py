@@ -10,6 +10,7 @@ import pulumi
 from components import containers
 from components.containers import WWW_DATA_GID, File, Healthcheck, Mount, Publish, ServiceSpec
 from components.render import layout
+from components.render.clients import render_autoconfig_xml, render_mobileconfig
 from components.render.roundcube import render_roundcube_config
 from components.settings import Settings
 
@@ -53,6 +54,10 @@ class Webmail(pulumi.ComponentResource):
         files = {layout.ROUNDCUBE_CONFIG: File(config, mode="0640", group=WWW_DATA_GID)}
         if settings.authentik_ca_pem is not None:
             files[layout.AUTHENTIK_CA_FILE] = File(settings.authentik_ca_pem)
+        if settings.clients.app_passwords:
+            # Mail clients find the servers here (Thunderbird's autoconfig, Apple's profile).
+            files[layout.AUTOCONFIG_FILE] = File(render_autoconfig_xml(settings))
+            files[layout.MOBILECONFIG_FILE] = File(render_mobileconfig(settings).decode())
 
         self.container = containers.declare_container(
             self,

@@ -13,6 +13,7 @@ import base64
 import hashlib
 import ipaddress
 from typing import Mapping
+from urllib.parse import urlsplit
 
 from components.settings import Settings
 
@@ -55,6 +56,23 @@ def _public_address(settings: Settings) -> ipaddress.IPv4Address | None:
     return address if isinstance(address, ipaddress.IPv4Address) and address.is_global else None
 
 
+def _client_discovery(settings: Settings) -> list[dict[str, str]]:
+    """Where mail clients find the servers: RFC 6186 SRV records (priority weight
+    port target; a target of "." says a service is not offered) and the
+    autoconfig name Thunderbird asks (served by Roundcube's web server)."""
+    domain, host = settings.mail_domain, settings.host_name
+    offered = {"_imaps._tcp": settings.ports.imaps, "_submission._tcp": settings.ports.submission}
+    records = [
+        {"type": "SRV", "name": f"{service}.{domain}", "value": f"0 1 {port} {host}." if port else "0 0 0 ."}
+        for service, port in offered.items()
+    ]
+    # Plain IMAP is never offered to clients outside the host (RFC 6186 5.1: "." means none).
+    records.append({"type": "SRV", "name": f"_imap._tcp.{domain}", "value": "0 0 0 ."})
+    webmail_host = urlsplit(settings.roundcube_url).hostname or host
+    records.append({"type": "CNAME", "name": f"autoconfig.{domain}", "value": f"{webmail_host}."})
+    return records
+
+
 def dns_records(settings: Settings, dkim_public_keys: Mapping[str, str]) -> list[dict[str, str]]:
     """Every record to publish for mail_domain; dkim_public_keys maps selector -> PEM public key."""
     domain, host = settings.mail_domain, settings.host_name
@@ -79,6 +97,8 @@ def dns_records(settings: Settings, dkim_public_keys: Mapping[str, str]) -> list
     records.append(
         {"type": "PTR", "name": address.reverse_pointer if address else PUBLIC_IPV4_REVERSE, "value": host}
     )
+    if settings.clients.app_passwords:
+        records += _client_discovery(settings)
     if settings.tls is not None:
         policy_id = hashlib.sha256(mta_sts_policy(settings).encode()).hexdigest()[:16]
         records.append({"type": "TXT", "name": f"_mta-sts.{domain}", "value": f"v=STSv1; id={policy_id}"})

@@ -58,6 +58,7 @@ def render_dovecot_conf(settings: Settings, client_id: str, client_secret: str) 
         "",
         *_mail_domain_only(settings),
         "",
+        *_app_passwords(settings),
         *(_directory_users() if settings.directory.source == "authentik" else _open_users(settings)),
         "mail_driver = maildir",
         "mail_path = ~/Maildir",
@@ -226,6 +227,58 @@ def _mechanisms(settings: Settings) -> list[str]:
         f"auth_mechanisms = {'xoauth2 oauthbearer plain login' if settings.clients.app_passwords else 'xoauth2 oauthbearer'}",
         "auth_allow_cleartext = no",
     ]
+
+
+def _app_passwords(settings: Settings) -> list[str]:
+    """PLAIN and LOGIN with an authentik app password (clients.app_passwords).
+
+    Dovecot 2.4.1's own ways fall short: checkpassword is gone, and the oauth2
+    passdb's password grant reports a wrong password as an internal failure
+    and caches under one key for every user. So a thin Lua passdb
+    (images/dovecot/app-password.lua, in the image) refuses anything not over
+    TLS and asks images/dovecot/app-password-check.py on the loopback, which
+    maps the address to the authentik user (the directory), caches successes
+    for clients.cache_seconds, throttles failures and asks authentik's token
+    endpoint. The HTTP request blocks, so it runs in auth worker processes.
+    A wrong password ends the chain as a failure, an unreachable authentik as
+    a temporary one, instead of falling through to the deny passdb below.
+    """
+    if not settings.clients.app_passwords:
+        return []
+    return [
+        "# App passwords (clients.app_passwords): PLAIN and LOGIN, over TLS only.",
+        "passdb app_password {",
+        "  driver = lua",
+        "  mechanisms_filter = plain login",
+        f"  lua_file = {_value(layout.APP_PASSWORD_LUA)}",
+        "  lua_settings {",
+        f"    checker_url = {_value(f'http://127.0.0.1:{layout.APP_PASSWORD_CHECK_PORT}/check')}",
+        "  }",
+        "  use_worker = yes",
+        "  result_failure = return-fail",
+        "  result_internalfail = return-fail",
+        "}",
+    ]
+
+
+def render_app_password_check_config(settings: Settings, client_id: str, client_secret: str) -> str:
+    """app-password-check.py's settings (JSON); holds the client secret."""
+    return json.dumps(
+        {
+            "listen_port": layout.APP_PASSWORD_CHECK_PORT,
+            "token_url": f"{settings.authentik_backchannel_url}/application/o/token/",
+            "client_id": client_id,
+            "client_secret": client_secret,
+            **authentik_trust(settings),
+            # authentik writes the Host of the token request into `iss`.
+            "issuers": settings.token_issuers,
+            "directory_file": layout.DIRECTORY_JSON,
+            "cache_seconds": settings.clients.cache_seconds,
+            "scope": "openid email",
+            "timeout": 10,
+        },
+        indent=2,
+    ) + "\n"
 
 
 def _open_users(settings: Settings) -> list[str]:

@@ -28,9 +28,17 @@ DOVECOT_CONF = "/etc/dovecot/dovecot.conf"
 JWKS_SYNC_CONFIG = "/etc/dovecot/jwks-sync.json"  # token_validation: local
 INTROSPECTION_FILTER_CONFIG = "/etc/dovecot/introspection-filter.json"  # token_validation: introspection
 INTROSPECTION_FILTER_PORT = 8079  # on the Dovecot container's loopback only
+# App passwords (clients.app_passwords): Dovecot's Lua passdb (in the image)
+# asks the checker (images/dovecot/app-password-check.py) on the loopback.
+APP_PASSWORD_CHECK_CONFIG = "/etc/dovecot/app-password-check.json"  # holds the client secret
+APP_PASSWORD_CHECK_PORT = 8078
+APP_PASSWORD_LUA = "/usr/local/lib/roundcube-authentik/app-password.lua"
 POSTFIX_MAIN_CF = "/etc/postfix/main.cf"
 POSTFIX_MASTER_CF = "/etc/postfix/master.cf"
 ROUNDCUBE_CONFIG = "/etc/roundcube/config.inc.php"
+# Served by Roundcube's web server (images/roundcube/apache-site.conf aliases them).
+AUTOCONFIG_FILE = "/etc/roundcube-authentik/clients/config-v1.1.xml"
+MOBILECONFIG_FILE = "/etc/roundcube-authentik/clients/mail.mobileconfig"
 AUTHENTIK_CA_FILE = "/etc/roundcube-authentik/ca/authentik-ca.pem"
 TLS_CERT_FILE = "/etc/roundcube-authentik/tls/cert.pem"
 TLS_KEY_FILE = "/etc/roundcube-authentik/tls/key.pem"
@@ -60,6 +68,7 @@ DIRECTORY_SYNC = "/usr/local/bin/directory-sync"
 DIRECTORY_UID = 5020
 DIRECTORY_GID = 5020
 DOVECOT_USERS_FILE = f"{DIRECTORY_DIR}/dovecot-users"  # passwd-file: who exists, home, quota
+DIRECTORY_JSON = f"{DIRECTORY_DIR}/directory.json"  # address -> authentik username, for the app-password checker
 POSTFIX_MAILBOX_MAP = f"hash:{DIRECTORY_DIR}/mailboxes"
 POSTFIX_ALIAS_MAP = f"hash:{DIRECTORY_DIR}/aliases"
 POSTFIX_SENDER_MAP = f"hash:{DIRECTORY_DIR}/senders"
