@@ -37,7 +37,8 @@ def variant(request: pytest.FixtureRequest, pki: Pki) -> Variant:
     # dev accepts every address of the domain (directory: open); prod takes
     # its mailboxes from (fake) authentik through the real directory sync.
     if request.param == "prod":
-        return make_variant("prod", pki, directory={"postmaster": "alice@example.com", "interval": 10})
+        return make_variant("prod", pki, directory={"postmaster": "alice@example.com", "interval": 10},
+                            clients={"app_passwords": True})
     return make_variant("dev", pki)
 
 

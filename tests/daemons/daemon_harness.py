@@ -48,6 +48,7 @@ from components.render import layout
 from components.render.dns import dkim_txt_value, dns_records
 from components.render.directory import render_directory_sync_config
 from components.render.dovecot import (
+    render_app_password_check_config,
     render_dovecot_conf,
     render_introspection_filter_config,
     render_jwks_sync_config,
@@ -270,6 +271,10 @@ class Variant:
             files[layout.JWKS_SYNC_CONFIG] = Upload(render_jwks_sync_config(settings, self.client_id).encode())
         else:
             files[layout.INTROSPECTION_FILTER_CONFIG] = Upload(render_introspection_filter_config(settings).encode())
+        if settings.clients.app_passwords:
+            files[layout.APP_PASSWORD_CHECK_CONFIG] = Upload(
+                render_app_password_check_config(settings, self.client_id, self.client_secret).encode(), 0o600
+            )
         if settings.authentik_ca_file is not None:
             files[layout.AUTHENTIK_CA_FILE] = Upload(settings.authentik_ca_file.read_bytes())
         return files
@@ -619,9 +624,10 @@ class OutsideSender:
 
 
 def introspection_requests(authentik: Any) -> list[dict[str, Any]]:
-    """What the fake authentik was asked, oldest first."""
+    """What the fake authentik was asked, oldest first, but the directory sync's API reads."""
     lines = authentik.logs(stdout=True, stderr=False).decode(errors="replace").splitlines()
-    return [entry for entry in map(json.loads, lines) if "request" in entry]
+    return [entry for entry in map(json.loads, lines)
+            if "request" in entry and not entry["request"].startswith("GET /api/v3/")]
 
 
 FAKE_JWKS = "/srv/jwks.json"

@@ -94,8 +94,9 @@ def test_php_parses_the_config_and_roundcube_loads_what_was_rendered(
         "oauth_client_id": variant.client_id,
         "oauth_client_secret": variant.client_secret,
         "des_key": variant.des_key,
-        "imap_host": f"{layout.DOVECOT_HOST}:{layout.IMAP_PORT}",
-        "smtp_host": f"{layout.POSTFIX_HOST}:{layout.WEBMAIL_SUBMISSION_PORT}",
+        # With tls, STARTTLS on the private network too.
+        "imap_host": f"{'tls://' if variant.settings.tls else ''}{layout.DOVECOT_HOST}:{layout.IMAP_PORT}",
+        "smtp_host": f"{'tls://' if variant.settings.tls else ''}{layout.POSTFIX_HOST}:{layout.WEBMAIL_SUBMISSION_PORT}",
         "db_dsnw": f"sqlite:///{layout.ROUNDCUBE_DB_FILE}?mode=0640",
         "product_name": variant.settings.app_name,
         "oauth_verify_peer": layout.AUTHENTIK_CA_FILE if variant.settings.authentik_ca_file else True,

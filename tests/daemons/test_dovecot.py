@@ -52,13 +52,19 @@ def authenticator(payload: bytes) -> Callable[[bytes], Optional[bytes]]:
     return answer
 
 
-def imap_login(port: int, mechanism: str, payload: bytes, use_ssl: bool = False) -> str:
-    """The tagged answer to AUTHENTICATE: "OK" or the error imaplib raised."""
+def imap_login(port: int, mechanism: str, payload: bytes, use_ssl: bool = False, starttls: bool = True) -> str:
+    """The tagged answer to AUTHENTICATE: "OK" or the error imaplib raised.
+
+    Like a mail client, it says STARTTLS first when the server offers it
+    (with tls, Dovecot offers no mechanism before); starttls=False does not.
+    """
     client = (
         imaplib.IMAP4_SSL("127.0.0.1", port, ssl_context=_unverified())
         if use_ssl
         else imaplib.IMAP4("127.0.0.1", port)
     )
+    if starttls and not use_ssl and "STARTTLS" in client.capabilities:
+        client.starttls(ssl_context=_unverified())
     try:
         typ, _ = client.authenticate(mechanism, authenticator(payload))
         client.select("INBOX")
@@ -79,15 +85,25 @@ def _unverified() -> ssl.SSLContext:
     return context
 
 
-def test_imap_offers_only_the_oauth_mechanisms(stack: Stack) -> None:
+def test_imap_offers_only_its_mechanisms_and_with_tls_none_before_starttls(stack: Stack) -> None:
     client = imaplib.IMAP4("127.0.0.1", stack.ports["imap"])
     try:
+        before = set(client.capabilities)
+        if stack.variant.settings.tls is not None:
+            client.starttls(ssl_context=_unverified())
         capabilities = set(client.capabilities)
     finally:
         client.logout()
-    assert {"AUTH=XOAUTH2", "AUTH=OAUTHBEARER"} <= capabilities, capabilities
-    assert not {c for c in capabilities if c.startswith("AUTH=")} - {"AUTH=XOAUTH2", "AUTH=OAUTHBEARER"}
-    assert ("STARTTLS" in capabilities) == (stack.variant.settings.tls is not None)
+    offered = {"AUTH=XOAUTH2", "AUTH=OAUTHBEARER"}
+    if stack.variant.settings.clients.app_passwords:
+        offered |= {"AUTH=PLAIN", "AUTH=LOGIN"}
+    assert {c for c in capabilities if c.startswith("AUTH=")} == offered, capabilities
+    assert ("STARTTLS" in before) == (stack.variant.settings.tls is not None)
+    if stack.variant.settings.tls is not None:
+        # Dovecot counts the token mechanisms as plaintext: no login in clear, of any kind.
+        assert not {c for c in before if c.startswith("AUTH=")} and "LOGINDISABLED" in before, before
+        answer = imap_login(stack.ports["imap"], "XOAUTH2", xoauth2(ALICE, TOKEN_OF[ALICE]), starttls=False)
+        assert answer.startswith("refused"), answer
 
 
 def test_imap_xoauth2_with_a_valid_token_logs_in_after_one_introspection(stack: Stack) -> None:
@@ -235,3 +251,23 @@ def test_delivery_over_the_mailbox_quota_is_refused_permanently_at_lmtp(
     code, answer = deliver(1000)
     assert code == 552, (code, answer)  # 5xx: the sender's server bounces, never retries
     assert b"Quota exceeded" in answer, answer
+
+
+def test_with_app_passwords_plain_and_login_are_offered_only_inside_tls(stack: Stack) -> None:
+    """clients.app_passwords (the prod stack): PLAIN and LOGIN appear after STARTTLS and
+    on IMAPS, never before; without app passwords (dev) never at all."""
+    client = imaplib.IMAP4("127.0.0.1", stack.ports["imap"])
+    try:
+        before = set(client.capabilities)
+        if stack.variant.settings.tls is not None:
+            client.starttls(ssl_context=_unverified())
+        after = set(client.capabilities)
+    finally:
+        client.logout()
+    passwords = {"AUTH=PLAIN", "AUTH=LOGIN"}
+    assert not passwords & before, before
+    assert (passwords <= after) == stack.variant.settings.clients.app_passwords, after
+    if stack.variant.settings.clients.app_passwords:
+        # A password sent in clear anyway is refused before anyone checks it.
+        answer = imap_login(stack.ports["imap"], "PLAIN", f"\0{ALICE}\0not-sent-in-clear".encode(), starttls=False)
+        assert answer.startswith("refused"), answer

@@ -73,9 +73,6 @@ def mail(sender: str, recipient: str, body: str = "A line of text.\n") -> EmailM
 def submit(stack: Stack, port_name: str, message: EmailMessage) -> None:
     client = connect(stack, port_name)
     try:
-        if port_name == "submission" and stack.variant.settings.tls is not None:
-            client.starttls(context=_unverified())
-            client.ehlo()
         sender = message["From"]
         code, answer = client.auth("XOAUTH2", xoauth2(sender, TOKEN_OF[sender]), initial_response_ok=True)
         assert code == 235, answer

@@ -35,14 +35,23 @@ def _unverified() -> ssl.SSLContext:
     return context
 
 
-def connect(stack: Stack, port_name: str) -> smtplib.SMTP:
+def connect(stack: Stack, port_name: str, starttls: bool = True) -> smtplib.SMTP:
+    """A session on a port; on the submission ports, STARTTLS first when offered, as mail clients do."""
     client = smtplib.SMTP("127.0.0.1", stack.ports[port_name], local_hostname="client.test", timeout=30)
     client.ehlo()
+    if starttls and port_name in ("submission", "webmail_submission") and client.has_extn("starttls"):
+        client.starttls(context=_unverified())
+        client.ehlo()
     return client
 
 
 def auth_mechanisms(client: smtplib.SMTP) -> set[str]:
     return set(client.esmtp_features.get("auth", "").split())
+
+
+def mechanisms(stack: Stack) -> set[str]:
+    """What Dovecot offers through Postfix once the session may authenticate."""
+    return {"XOAUTH2", "OAUTHBEARER"} | ({"PLAIN", "LOGIN"} if stack.variant.settings.clients.app_passwords else set())
 
 
 def message(sender: str, recipient: str) -> EmailMessage:
@@ -67,22 +76,28 @@ def delivered(stack: Stack, user: str, subject: str, seconds: float = 30) -> str
 
 
 def test_submission_offers_xoauth2_and_oauthbearer_only_over_tls_when_tls_is_set(stack: Stack) -> None:
-    client = connect(stack, "submission")
+    client = connect(stack, "submission", starttls=False)
     try:
         if stack.variant.settings.tls is not None:
             assert auth_mechanisms(client) == set(), "AUTH before STARTTLS: " + str(client.esmtp_features)
             client.starttls(context=_unverified())
             client.ehlo()
-        assert auth_mechanisms(client) == {"XOAUTH2", "OAUTHBEARER"}, client.esmtp_features
+        assert auth_mechanisms(client) == mechanisms(stack), client.esmtp_features
     finally:
         client.quit()
 
 
-def test_webmail_submission_offers_auth_without_tls(stack: Stack) -> None:
-    client = connect(stack, "webmail_submission")
+def test_webmail_submission_offers_auth_in_clear_only_without_tls(stack: Stack) -> None:
+    """Roundcube's port: with tls, AUTH only after STARTTLS, as everywhere; without, in clear."""
+    client = connect(stack, "webmail_submission", starttls=False)
     try:
-        assert auth_mechanisms(client) == {"XOAUTH2", "OAUTHBEARER"}, client.esmtp_features
-        assert not client.has_extn("starttls")
+        if stack.variant.settings.tls is not None:
+            assert auth_mechanisms(client) == set(), "AUTH before STARTTLS: " + str(client.esmtp_features)
+            client.starttls(context=_unverified())
+            client.ehlo()
+        else:
+            assert not client.has_extn("starttls")
+        assert auth_mechanisms(client) == mechanisms(stack), client.esmtp_features
     finally:
         client.quit()
 
@@ -115,9 +130,6 @@ def test_submission_port_authenticates_and_sends(stack: Stack) -> None:
     mail = message(ALICE, BOB)
     client = connect(stack, "submission")
     try:
-        if stack.variant.settings.tls is not None:
-            client.starttls(context=_unverified())
-            client.ehlo()
         code, answer = client.auth("XOAUTH2", xoauth2(ALICE, TOKEN_OF[ALICE]), initial_response_ok=True)
         assert code == 235, answer
         assert client.send_message(mail) == {}
@@ -155,9 +167,6 @@ def test_submission_refuses_a_valid_token_whose_email_is_outside_the_mail_domain
     for port_name in ("submission", "webmail_submission"):
         client = connect(stack, port_name)
         try:
-            if port_name == "submission" and stack.variant.settings.tls is not None:
-                client.starttls(context=_unverified())
-                client.ehlo()
             with pytest.raises(smtplib.SMTPAuthenticationError):
                 client.auth("XOAUTH2", xoauth2(DAVE, TOKEN_OF[DAVE]), initial_response_ok=True)
         finally:
@@ -212,3 +221,18 @@ def test_inbound_smtp_accepts_mail_for_the_domain_and_refuses_relaying(stack: St
     code, answer = refused.value.recipients["victim@elsewhere.test"]
     assert code == 554 and b"Relay access denied" in answer, answer
     delivered(stack, BOB, mail["Subject"])
+
+
+def test_with_app_passwords_submission_offers_plain_and_login_only_after_starttls(stack: Stack) -> None:
+    for port_name in ("submission", "webmail_submission"):
+        client = connect(stack, port_name, starttls=False)
+        try:
+            before = auth_mechanisms(client)
+            if stack.variant.settings.tls is not None:
+                client.starttls(context=_unverified())
+                client.ehlo()
+            after = auth_mechanisms(client)
+        finally:
+            client.quit()
+        assert not {"PLAIN", "LOGIN"} & before, (port_name, before)
+        assert ({"PLAIN", "LOGIN"} <= after) == stack.variant.settings.clients.app_passwords, (port_name, after)

@@ -114,6 +114,7 @@ INTROSPECTION_STACK = INTROSPECTION.stack
 INTROSPECTION_IMAPS_PORT = INTROSPECTION.ports["imaps"]
 JWKS_REFRESH_SECONDS = 5
 DIRECTORY_INTERVAL = 10
+APP_PASSWORD_CACHE_SECONDS = 10
 STACK = MAIN.stack
 PREFIX = MAIN.prefix
 PORTS = dict(MAIN.ports)
@@ -197,6 +198,10 @@ def e2e_overrides(where: Layout, pki: Mapping[str, Path], access_token_seconds: 
         "directory": Override(
             {"source": "authentik", "postmaster": f"alice@{MAIL_DOMAIN}", "interval": DIRECTORY_INTERVAL},
             "the deactivation and rename tests wait for the directory sync's next round; 60 s by default"),
+        "clients": Override(
+            {"app_passwords": True, "cache_seconds": APP_PASSWORD_CACHE_SECONDS},
+            "the prod stack's app passwords (they need tls, set above); the revocation test waits out the "
+            "cache, 60 s by default"),
         "relay_host": Override(
             f"[{RELAY_HOST}]:25",
             "mail for other domains goes to the test's receiving SMTP server on the private network, never "
