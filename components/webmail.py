@@ -8,7 +8,7 @@ from typing import Optional
 import pulumi
 
 from components import containers
-from components.containers import WWW_DATA_GID, File, Healthcheck, Mount, Publish, ServiceSpec
+from components.containers import WWW_DATA_GID, Bind, File, Healthcheck, Mount, Publish, ServiceSpec
 from components.render import layout
 from components.render.clients import render_autoconfig_xml, render_mobileconfig
 from components.render.roundcube import render_roundcube_config
@@ -75,6 +75,8 @@ class Webmail(pulumi.ComponentResource):
                 # Roundcube's login page, rendered by PHP through Apache.
                 healthcheck=Healthcheck(["CMD", "php", "-r", LOGIN_PAGE_CHECK]),
                 hosts=containers.hosts_to_reach(settings.authentik_backchannel_url),
+                # A private CA of the mail certificate (tls.ca_file), for the STARTTLS to Dovecot and Postfix.
+                binds=[Bind(settings.tls.ca_file, layout.TLS_CA_FILE)] if settings.tls and settings.tls.ca_file else [],
             ),
             volumes,
             settings.docker_host,

@@ -42,6 +42,7 @@ MOBILECONFIG_FILE = "/etc/roundcube-authentik/clients/mail.mobileconfig"
 AUTHENTIK_CA_FILE = "/etc/roundcube-authentik/ca/authentik-ca.pem"
 TLS_CERT_FILE = "/etc/roundcube-authentik/tls/cert.pem"
 TLS_KEY_FILE = "/etc/roundcube-authentik/tls/key.pem"
+TLS_CA_FILE = "/etc/roundcube-authentik/tls/ca.pem"  # tls.ca_file, in Roundcube
 OPENDKIM_CONF = "/etc/opendkim/opendkim.conf"
 OPENDKIM_UNBOUND_CONF = "/etc/opendkim/unbound.conf"  # its DNS resolver's configuration
 OPENDKIM_KEY_DIR = "/etc/opendkim/keys"     # <selector>.pem, owned by the opendkim user, mode 0600

@@ -96,7 +96,9 @@ def _mail_servers(settings: Settings) -> dict[str, Any]:
     # With a certificate, no login anywhere is in clear, this hop included
     # (Dovecot's auth_allow_cleartext = no): STARTTLS to the containers'
     # names, checked against mail_hostname, the certificate's name.
-    tls = {"ssl": {"peer_name": settings.host_name, "verify_peer": True, "verify_peer_name": True}}
+    tls: dict[str, Any] = {"ssl": {"peer_name": settings.host_name, "verify_peer": True, "verify_peer_name": True}}
+    if settings.tls.ca_file is not None:
+        tls["ssl"]["cafile"] = layout.TLS_CA_FILE
     return {"imap_host": f"tls://{imap}", "smtp_host": f"tls://{smtp}", "imap_conn_options": tls, "smtp_conn_options": tls}
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 from pydantic import field_validator
 
 from components.settings.common import Strict
@@ -17,11 +19,15 @@ class TlsFiles(Strict):
 
     cert_file: str
     key_file: str
+    # Only for a certificate from a private CA: Roundcube checks Dovecot's and
+    # Postfix's certificate against it on the private network (STARTTLS).
+    # Unset: the system's CAs (a public CA such as Let's Encrypt).
+    ca_file: Optional[str] = None
 
-    @field_validator("cert_file", "key_file")
+    @field_validator("cert_file", "key_file", "ca_file")
     @classmethod
-    def _absolute(cls, path: str) -> str:
-        if not path.startswith("/") or "\n" in path or ".." in path.split("/"):
+    def _absolute(cls, path: Optional[str]) -> Optional[str]:
+        if path is not None and (not path.startswith("/") or "\n" in path or ".." in path.split("/")):
             raise ValueError(f"must be an absolute path on the Docker host, got {path!r}")
         return path
 

@@ -529,6 +529,7 @@ def introspection_config(pki: Mapping[str, Path], main: StackConfig) -> StackCon
         "roundcube_url": Override(INTROSPECTION.roundcube_url, "its own names and ports"),
         "ports": Override(dict(INTROSPECTION.ports, smtp=None, submission=None), "only Dovecot runs"),
         "directory": Override("open", "only Dovecot runs, no directory sync; the main stack tests the directory"),
+        "clients": Override({"app_passwords": False}, "app passwords need the directory; the main stack tests them"),
     })
 
 

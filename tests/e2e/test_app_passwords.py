@@ -26,7 +26,7 @@ from tests.e2e.test_webmail import _auth_processes
 
 pytestmark = pytest.mark.e2e
 
-ALICE, BOB, CAROL = (f"{u}@{MAIL_DOMAIN}" for u in ("alice", "bob", "carol"))
+ALICE, BOB, CAROL, FRANK = (f"{u}@{MAIL_DOMAIN}" for u in ("alice", "bob", "carol", "frank"))
 
 
 @dataclass
@@ -144,15 +144,17 @@ def test_the_apple_profile_names_the_servers_and_asks_for_the_rest(stack: Stack)
 @pytest.mark.parametrize("case", ["wrong password", "login password", "another user's app password",
                                   "an API token", "an expired app password", "a user outside the allowed group"])
 def test_a_mail_client_is_refused(stack: Stack, servers: Servers, case: str) -> None:
-    address, password = ALICE, "not-the-password"
+    # Frank: the checker counts failures per user and client address (every
+    # client here shows as the same address); the other tests' users stay clear.
+    address, password = FRANK, "not-the-password"
     if case == "login password":
-        password = "alice-pw"
+        password = "frank-pw"
     elif case == "another user's app password":
         password = app_password(stack, "bob")
     elif case == "an API token":
-        password = app_password(stack, "alice", intent="api")
+        password = app_password(stack, "frank", intent="api")
     elif case == "an expired app password":
-        password = app_password(stack, "alice", expires=(datetime.now(timezone.utc) - timedelta(minutes=1)).isoformat())
+        password = app_password(stack, "frank", expires=(datetime.now(timezone.utc) - timedelta(minutes=1)).isoformat())
     elif case == "a user outside the allowed group":
         address, password = CAROL, app_password(stack, "carol")
     before = len(stack.logs("dovecot"))
@@ -188,3 +190,17 @@ def test_submission_with_an_app_password_works_right_after_dovecot_reloads(stack
     assert dovecot.exec_run(["doveadm", "reload"]).exit_code == 0
     wait_for(lambda: not (_auth_processes(stack) & old), "Dovecot's old auth process to end", timeout=60)
     smtp_send(stack, servers, ALICE, password, BOB, f"after reload {uuid.uuid4().hex[:8]}")
+
+
+def test_failed_logins_for_one_user_throttle_that_user_from_that_address_only(stack: Stack, servers: Servers) -> None:
+    """After the refusals above (Frank, from the test's address), Frank is throttled
+    there: authentik is no longer asked, even his right password waits; Alice,
+    from the same address, is not slowed at all."""
+    good = app_password(stack, "frank")
+    for _ in range(5):
+        refused(stack, servers, FRANK, "still-not-the-password")
+    calls = stack.logs("authentik").count("POST /application/o/token/")
+    assert refused(stack, servers, FRANK, good), "throttled, whatever the password"
+    assert stack.logs("authentik").count("POST /application/o/token/") == calls, "a throttled check asked authentik"
+    assert "reason=throttled" in stack.logs("dovecot")
+    imap_login(stack, servers, ALICE, app_password(stack, "alice")).logout()

@@ -40,7 +40,12 @@ def _system_store_holds(stack: Stack, service: str, ca_file: Path) -> bool:
 
 @pytest.fixture(scope="module")
 def ca_file_stack(engine: docker.DockerClient, pki: dict[str, Path]) -> Iterator[Stack]:
-    extra = {"authentik_ca_file": Override(str(pki["ca"]), "the path under test: authentik's CA given as a file")}
+    extra = {
+        "authentik_ca_file": Override(str(pki["ca"]), "the path under test: authentik's CA given as a file"),
+        "tls": Override({"cert_file": str(pki["mail_cert"]), "key_file": str(pki["mail_key"]), "ca_file": str(pki["ca"])},
+                        "the mail certificate's private CA as a file too (tls.ca_file): Roundcube's STARTTLS to "
+                        "Dovecot and Postfix checks it, as nothing here is in the system store"),
+    }
     with running_stack(engine, pki, where=WHERE, extra=extra, trust_test_ca_in_system_store=False) as running:
         yield running
 

@@ -25,6 +25,7 @@ def small_stack(pki: dict) -> StackConfig:
     return e2e_config(WHERE, pki, extra={
         "ports": Override({"http": HTTP_PORT, "smtp": None, "submission": None, "imaps": None, "imap": None}, "HTTP only"),
         "tls": Override(None, "no IMAPS here"),
+        "clients": Override({"app_passwords": False}, "app passwords need tls"),
     })
 
 
