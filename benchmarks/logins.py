@@ -42,8 +42,8 @@ new TCP connection (greeting, AUTHENTICATE with the initial response,
 LOGOUT). All Dovecot containers run side by side and the modes take turns
 in --chunks rounds, so the load of a shared machine weighs on each mode
 alike. It prints a table per suite and writes JSON: per mode and client
-count logins_per_s, median_ms, p95_ms, idp_calls_per_login (introspection
-and token requests the stand-in logged during that mode's turns, per login)
+count logins_per_s, median_ms, p95_ms, idp_calls (introspection and token
+requests the stand-in logged during that mode's turns) and idp_calls_per_login
 and errors, plus the ratio of local to ceiling and of app-password (cached)
 to password ceiling per client count. No assertions: it prints numbers.
 
@@ -216,7 +216,8 @@ def summarize(done: list[float], wall: float, calls: int, errors: int, clients: 
         "logins_per_s": round(len(done) / wall, 1) if wall else None,
         "median_ms": round(statistics.median(done) * 1000, 1) if done else None,
         "p95_ms": round(done[max(0, int(len(done) * 0.95) - 1)] * 1000, 1) if done else None,
-        "idp_calls_per_login": round(calls / (clients * per_client), 2),
+        "idp_calls": calls,
+        "idp_calls_per_login": round(calls / (clients * per_client), 3),
         "errors": errors,
     }
 
@@ -321,8 +322,14 @@ def password_hashes(engine: docker.DockerClient, image: str, passwords: list[str
     script = ('printf "dovecot_config_version = 2.4.0\\ndovecot_storage_version = 2.4.0\\n" '
               '> /etc/dovecot/dovecot.conf; for p in "$@"; do doveadm pw -p "$p"; done')
     remove(engine, f"{NAME}-hash")
-    output = engine.containers.run(image, entrypoint=["sh", "-c", script, "sh", *passwords], name=f"{NAME}-hash",
-                                   remove=True, network_disabled=True)
+    container = engine.containers.create(image, entrypoint=["sh", "-c", script, "sh", *passwords],
+                                         name=f"{NAME}-hash", network_disabled=True)
+    try:  # not run(remove=True): that leaves the image's VOLUME (/var/mail) behind
+        container.start()
+        container.wait(timeout=120)
+        output = container.logs(stdout=True, stderr=False)
+    finally:
+        container.remove(force=True, v=True)
     hashes = output.decode().split()
     if len(hashes) != len(passwords) or not all(h.startswith("{") for h in hashes):
         raise RuntimeError(f"doveadm pw: unexpected output {output[:200]!r}")
