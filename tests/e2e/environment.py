@@ -130,7 +130,7 @@ RELAY_HOST = "relay.example.test"
 # A distribution list (a group with the attribute mail_address): Alice and Bob.
 STAFF_LIST = f"staff@{MAIL_DOMAIN}"
 GROUPS = [{"name": "staff", "attributes": {"mail_address": STAFF_LIST}}]
-USERS = [
+USERS: list[dict[str, Any]] = [
     {"username": "alice", "name": "Alice Liddell", "email": f"alice@{MAIL_DOMAIN}", "password": "alice-pw",
      "groups": [GROUP, "staff"], "attributes": {"mail_aliases": [f"al@{MAIL_DOMAIN}"]}},
     {"username": "bob", "name": "Bob Builder", "email": f"bob@{MAIL_DOMAIN}", "password": "bob-pw",
@@ -147,7 +147,7 @@ USERS = [
 ]
 # People of the load test (tests/e2e/test_load.py): one per concurrent client,
 # as Dovecot allows each user only a few connections from one address.
-LOAD_USERS = [
+LOAD_USERS: list[dict[str, Any]] = [
     {"username": f"load{i:02d}", "name": f"Load {i:02d}", "email": f"load{i:02d}@{MAIL_DOMAIN}",
      "password": f"load{i:02d}-pw", "groups": [GROUP]}
     for i in range(50)

@@ -1,0 +1,186 @@
+"""The second deployment target: each service description (components/service.py)
+as a Docker Swarm service.
+
+What differs from containers (components/containers.py), and why:
+
+- Files travel as Docker configs, or secrets when they hold one (File.secret),
+  mounted read-only where the daemon reads them: no config carrier. Their
+  Docker name ends with a digest of the content, so a changed file is a new
+  config (configs cannot change), and the service that mounts it rolls.
+- The services meet on an overlay network, by name, with endpoint mode
+  `dnsrr` (no virtual IP: this needs no IPVS in the kernel) and ports
+  published in host mode (no ingress routing mesh, for the same reason):
+  a port is bound on the node that runs the task, on every address.
+- The mail services (their volumes: mail, queue, directory, Dovecot's auth
+  socket) are placed on the node labelled `<mail_node_label>=true`, with
+  PostgreSQL; Roundcube's replicas and the balancer go anywhere.
+- Durations are written as the provider reads service durations back
+  (`1m`, not the containers' `1m0s`), capabilities with the `CAP_` prefix,
+  networks by id, and all four restart-policy fields: what is declared is
+  what a second `pulumi up` reads back.
+- No `no-new-privileges` switch exists for services in pulumi-docker 5.2.0:
+  every image's entrypoint runs its daemon under `setpriv --no-new-privs`,
+  in both targets.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from typing import Sequence
+
+import pulumi
+import pulumi_docker as docker
+
+from components import service as described
+from components.service import ServiceSpec
+
+# Update and rollback: a new Roundcube replica starts before an old one stops
+# (no gap); a mail daemon stops first (two Dovecots on one maildir, or two
+# Postfixes on one queue, must never run at once). A task that fails its
+# healthcheck within `monitor` rolls the service back.
+_MONITOR = "1m"
+
+
+def swarm_duration(go_text: str) -> str:
+    """A Go duration as the provider reads service durations back (shortDur): 1m0s -> 1m, 1h0m0s -> 1h."""
+    text = go_text
+    if text.endswith("m0s"):
+        text = text[:-2]
+    if text.endswith("h0m"):
+        text = text[:-2]
+    return text
+
+
+def _tmpfs(options: str) -> docker.ServiceTaskSpecContainerSpecMountTmpfsOptionsArgs:
+    """Docker's tmpfs option text (size=16m,mode=0755,uid=..) as a service mount's options.
+
+    Service tmpfs mounts take only a size and a mode: where the containers'
+    tmpfs belongs to a daemon's user, here it is world-writable with the
+    sticky bit instead (inside the task only).
+    """
+    values = dict(part.split("=", 1) for part in options.split(","))
+    size = values["size"]
+    factor = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[size[-1].lower()]
+    mode = 0o1777 if "uid" in values else int(values.get("mode", "1777"), 8)
+    return docker.ServiceTaskSpecContainerSpecMountTmpfsOptionsArgs(size_bytes=int(size[:-1]) * factor, mode=mode)
+
+
+def _slug(path: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", path.lower()).strip("-")
+
+
+class SwarmTarget:
+    """Declares volumes and services on a Docker Swarm (the stack's docker_host is a manager)."""
+
+    def __init__(self, network_id: pulumi.Input[str], mail_node_label: str, docker_host: pulumi.Input[str]) -> None:
+        self.network_id = network_id
+        self.mail_node_label = mail_node_label
+        self.docker_host = docker_host
+
+    def volume(self, parent: pulumi.Resource, resource_name: str, volume_name: pulumi.Input[str],
+               protect: bool) -> docker.Volume:
+        # Declared through the manager: the mail node should be the manager the
+        # stack deploys to, or Docker creates the volume on the mail node itself
+        # at the first task (then unprotected by Pulumi). See the README.
+        return docker.Volume(resource_name, name=volume_name,
+                             opts=pulumi.ResourceOptions(parent=parent, protect=protect, retain_on_delete=True))
+
+    def shared_volume(self, parent: pulumi.Resource, resource_name: str, volume_name: pulumi.Input[str]) -> docker.Volume:
+        return docker.Volume(resource_name, name=volume_name, opts=pulumi.ResourceOptions(parent=parent))
+
+    def _files(self, parent: pulumi.Resource, resource_name: str, name: pulumi.Input[str], spec: ServiceSpec,
+               ) -> tuple[list[docker.ServiceTaskSpecContainerSpecConfigArgs], list[docker.ServiceTaskSpecContainerSpecSecretArgs]]:
+        configs, secrets = [], []
+        for path, file in sorted(spec.files.items()):
+            content = pulumi.Output.from_input(file.content)
+            data = content.apply(lambda text: base64.b64encode(text.encode()).decode())
+            # A digest of a random secret says nothing about it; the name stays readable.
+            digest = pulumi.Output.unsecret(content.apply(lambda text: hashlib.sha256(text.encode()).hexdigest()[:12]))
+            docker_name = pulumi.Output.concat(name, "-", _slug(path.rsplit("/", 1)[-1]), "-", digest)
+            child = pulumi.ResourceOptions(parent=parent)
+            if file.secret:
+                secret = docker.Secret(f"{resource_name}-{_slug(path)}", name=docker_name,
+                                       data=pulumi.Output.secret(data), opts=child)
+                secrets.append(docker.ServiceTaskSpecContainerSpecSecretArgs(
+                    secret_id=secret.id, secret_name=secret.name, file_name=path,
+                    file_uid=file.owner, file_gid=file.group, file_mode=int(file.mode, 8)))
+            else:
+                config = docker.ServiceConfig(f"{resource_name}-{_slug(path)}", name=docker_name, data=data, opts=child)
+                configs.append(docker.ServiceTaskSpecContainerSpecConfigArgs(
+                    config_id=config.id, config_name=config.name, file_name=path,
+                    file_uid=file.owner, file_gid=file.group, file_mode=int(file.mode, 8)))
+        return configs, secrets
+
+    def service(self, parent: pulumi.Resource, resource_name: str, name: pulumi.Input[str], spec: ServiceSpec,
+                volumes: dict[str, docker.Volume]) -> docker.Service:
+        configs, secrets = self._files(parent, resource_name, name, spec)
+        health = spec.healthcheck
+        mounts: list[docker.ServiceTaskSpecContainerSpecMountArgs] = [
+            docker.ServiceTaskSpecContainerSpecMountArgs(
+                target=m.container_path, source=volumes[m.volume].name, type="volume", read_only=m.read_only or None)
+            for m in spec.mounts
+        ]
+        mounts += [
+            docker.ServiceTaskSpecContainerSpecMountArgs(target=b.container_path, source=b.host_path, type="bind",
+                                                         read_only=True)
+            for b in spec.binds
+        ]
+        mounts += [
+            docker.ServiceTaskSpecContainerSpecMountArgs(target=path, type="tmpfs", tmpfs_options=_tmpfs(options))
+            for path, options in sorted(described.SCRATCH[spec.service].items())
+        ]
+        on_mail_node = spec.placement == "mail"
+        order = "start-first" if spec.replicas > 1 else "stop-first"
+        policy = dict(parallelism=1, delay="5s", failure_action="rollback", monitor=_MONITOR, max_failure_ratio="0.0",
+                      order=order)
+        return docker.Service(
+            resource_name,
+            name=name,
+            mode=docker.ServiceModeArgs(replicated=docker.ServiceModeReplicatedArgs(replicas=spec.replicas)),
+            task_spec=docker.ServiceTaskSpecArgs(
+                container_spec=docker.ServiceTaskSpecContainerSpecArgs(
+                    image=spec.image,
+                    hostname=spec.service,
+                    commands=list(spec.entrypoint) or None,
+                    args=list(spec.command) or None,
+                    user=spec.user,
+                    read_only=True,
+                    cap_adds=described.capability_names(spec.service),
+                    cap_drops=["ALL"],
+                    mounts=mounts,
+                    configs=configs or None,
+                    secrets=secrets or None,
+                    hosts=[docker.ServiceTaskSpecContainerSpecHostArgs(host=h, ip=ip) for h, ip in sorted(spec.hosts.items())]
+                    or None,
+                    healthcheck=None if health is None else docker.ServiceTaskSpecContainerSpecHealthcheckArgs(
+                        tests=health.command, interval=swarm_duration(health.interval),
+                        timeout=swarm_duration(health.timeout), start_period=swarm_duration(health.start_period),
+                        retries=health.retries),
+                    stop_grace_period="10s",
+                ),
+                resources=docker.ServiceTaskSpecResourcesArgs(
+                    limits=docker.ServiceTaskSpecResourcesLimitsArgs(memory_bytes=spec.memory_mb << 20)),
+                restart_policy=docker.ServiceTaskSpecRestartPolicyArgs(condition="any", delay="5s", max_attempts=0,
+                                                                       window="0s"),
+                log_driver=docker.ServiceTaskSpecLogDriverArgs(name="json-file", options=described.LOG_OPTS),
+                networks_advanceds=[docker.ServiceTaskSpecNetworksAdvancedArgs(name=self.network_id,
+                                                                                aliases=[spec.service])],
+                placement=docker.ServiceTaskSpecPlacementArgs(
+                    constraints=[f"node.labels.{self.mail_node_label}==true"]) if on_mail_node else None,
+            ),
+            endpoint_spec=docker.ServiceEndpointSpecArgs(
+                mode="dnsrr",
+                ports=[docker.ServiceEndpointSpecPortArgs(target_port=p.container_port, published_port=p.host_port,
+                                                          publish_mode="host", protocol="tcp")
+                       for p in spec.publish] or None,
+            ),
+            update_config=docker.ServiceUpdateConfigArgs(**policy),
+            rollback_config=docker.ServiceRollbackConfigArgs(**policy),
+            opts=pulumi.ResourceOptions(parent=parent),
+        )
+
+
+def volume_names(mounts: Sequence[described.Mount]) -> list[str]:
+    return [m.volume for m in mounts]
