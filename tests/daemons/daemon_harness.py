@@ -70,8 +70,15 @@ HERE = Path(__file__).resolve().parent
 INSTANCE = os.environ.get("E2E_INSTANCE", "")
 PREFIX = f"rca-daemon-test-{INSTANCE}-" if INSTANCE else "rca-daemon-test-"
 IMAGE_TAG = f"test-{INSTANCE}" if INSTANCE else "test"
+# Or a whole name prefix of its own (e.g. "rca-pg-dev-"), for an engine whose
+# users agreed on name spaces: containers, networks and volumes start with
+# it, and the images are tagged `<prefix>test`.
+if os.environ.get("DAEMON_TEST_PREFIX"):
+    PREFIX = os.environ["DAEMON_TEST_PREFIX"]
+    IMAGE_TAG = f"{PREFIX}test"
 BASE_IMAGE = "debian:trixie-slim"
-SERVICES = ("dovecot", "postfix", "roundcube", "opendkim")
+# postgres: Roundcube's shared database when several replicas run (deployment: swarm).
+SERVICES = ("dovecot", "postfix", "roundcube", "opendkim", "postgres")
 WWW_DATA_GID = 33  # Debian's fixed id, as in components/containers.py
 FAKE_AUTHENTIK_SCRIPT = "/srv/fake_authentik.php"
 FAKE_AUTHENTIK_PEM = "/srv/authentik.pem"
@@ -394,9 +401,7 @@ def build_images(docker_client: docker.DockerClient) -> dict[str, str]:
     for service, (tag, seconds) in results.items():
         print(f"image {tag} ready in {seconds:.1f}s")
     built = {service: tag for service, (tag, _) in results.items()}
-    built["testnet"] = zone.build_image(
-        docker_client, f"roundcube-authentik/testnet:test{'-' + INSTANCE if INSTANCE else ''}", BASE_IMAGE
-    )
+    built["testnet"] = zone.build_image(docker_client, f"roundcube-authentik/testnet:{IMAGE_TAG}", BASE_IMAGE)
     return built
 
 
