@@ -10,10 +10,11 @@ from components.directory import DirectoryReader, DirectoryReaderArgs
 from components.dkim import DkimKeys
 from components.dockerhost import DockerHost, DockerHostArgs
 from components.identity import IdentityProviderClient, IdentityProviderClientArgs
-from components.images import ServiceImages, ServiceImagesArgs
+from components.images import REPLICA_SERVICES, SERVICES, ServiceImages, ServiceImagesArgs
 from components.mailserver import MailServer, MailServerArgs
 from components.render.dns import dns_records, mta_sts_policy, mta_sts_policy_url
 from components.settings import SettingsError, load_settings
+from components.target import deployment_target, network_driver
 from components.stack_config import stack_config
 from components.webmail import Webmail, WebmailArgs
 
@@ -27,7 +28,9 @@ except SettingsError as err:
 stack = pulumi.get_stack()
 prefix = f"roundcube-authentik-{stack}"
 
-credentials = Credentials("credentials")
+# Several Roundcube replicas (deployment: swarm) share a PostgreSQL behind a balancer.
+replicated = settings.webmail_replicas > 1
+credentials = Credentials("credentials", database=replicated)
 dkim = DkimKeys("dkim", settings.dkim_selectors)
 
 identity = IdentityProviderClient(
@@ -55,12 +58,16 @@ directory_reader = (
     else None
 )
 
-host = DockerHost("docker", DockerHostArgs(docker_host=settings.docker_host, network_name=f"{prefix}-private"))
+host = DockerHost("docker", DockerHostArgs(
+    docker_host=settings.docker_host, network_name=f"{prefix}-private", network_driver=network_driver(settings)))
 on_host = pulumi.ResourceOptions(providers={"docker": host.provider})
+# Containers on one host, or services on a swarm: chosen here, once.
+target = deployment_target(settings, host.network_name, host.network_id)
 
 images = ServiceImages(
     "images",
-    ServiceImagesArgs(base_image=settings.base_image, tag=stack, rebuild_stamp=settings.image_rebuild),
+    ServiceImagesArgs(base_image=settings.base_image, tag=stack, rebuild_stamp=settings.image_rebuild,
+                      services=(*SERVICES, *REPLICA_SERVICES) if replicated else SERVICES),
     opts=on_host,
 )
 
@@ -69,7 +76,7 @@ mail = MailServer(
     MailServerArgs(
         settings=settings,
         name_prefix=prefix,
-        network_name=host.network_name,
+        target=target,
         dovecot_image=images.ids["dovecot"],
         postfix_image=images.ids["postfix"],
         opendkim_image=images.ids["opendkim"],
@@ -86,11 +93,14 @@ webmail = Webmail(
     WebmailArgs(
         settings=settings,
         name_prefix=prefix,
-        network_name=host.network_name,
+        target=target,
         image=images.ids["roundcube"],
         client_id=credentials.client_id,
         client_secret=credentials.client_secret,
         des_key=credentials.des_key,
+        database_password=credentials.database_password,
+        postgres_image=images.ids.get("postgres"),
+        balancer_image=images.ids.get("balancer"),
     ),
     opts=on_host,
 )

@@ -20,7 +20,9 @@ class Credentials(pulumi.ComponentResource):
     client_secret: pulumi.Output[str]
     des_key: pulumi.Output[str]
 
-    def __init__(self, name: str, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+    database_password: Optional[pulumi.Output[str]]
+
+    def __init__(self, name: str, database: bool = False, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("roundcube-authentik:index:Credentials", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
 
@@ -37,6 +39,11 @@ class Credentials(pulumi.ComponentResource):
         # must be exactly 24 characters.
         des_key = random.RandomPassword(f"{name}-roundcube-des-key", length=24, special=False, opts=child)
 
+        # Roundcube's PostgreSQL, when replicas share one (alphanumeric: it travels in a DSN).
+        self.database_password = None
+        if database:
+            password = random.RandomPassword(f"{name}-roundcube-db-password", length=40, special=False, opts=child)
+            self.database_password = pulumi.Output.secret(password.result)
         self.client_id = pulumi.Output.secret(client_id.result)
         self.client_secret = pulumi.Output.secret(client_secret.result)
         self.des_key = pulumi.Output.secret(des_key.result)

@@ -13,6 +13,7 @@ import pulumi_docker as docker
 class DockerHostArgs:
     docker_host: pulumi.Input[str]
     network_name: pulumi.Input[str]
+    network_driver: str = "bridge"  # "overlay" across a swarm's nodes (components/target.py)
 
 
 class DockerHost(pulumi.ComponentResource):
@@ -20,6 +21,7 @@ class DockerHost(pulumi.ComponentResource):
 
     provider: docker.Provider
     network_name: pulumi.Output[str]
+    network_id: pulumi.Output[str]
 
     def __init__(self, name: str, args: DockerHostArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("roundcube-authentik:index:DockerHost", name, None, opts)
@@ -27,10 +29,11 @@ class DockerHost(pulumi.ComponentResource):
         network = docker.Network(
             f"{name}-private",
             name=args.network_name,
-            driver="bridge",
+            driver=args.network_driver,
             # Not `internal`: Dovecot must reach authentik and Postfix the world.
             # Containers publish only the ports the settings list.
             opts=pulumi.ResourceOptions(parent=self, provider=self.provider),
         )
         self.network_name = network.name
+        self.network_id = network.id
         self.register_outputs({"network_name": self.network_name})

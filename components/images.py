@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import pulumi
 import pulumi_docker as docker
 
 SERVICES = ("dovecot", "postfix", "roundcube", "opendkim")
+# Only with several Roundcube replicas: their shared database and their balancer.
+REPLICA_SERVICES = ("postgres", "balancer")
 
 
 @dataclass
@@ -17,6 +19,7 @@ class ServiceImagesArgs:
     tag: pulumi.Input[str]
     # A new stamp rebuilds every image from current packages (security updates).
     rebuild_stamp: Optional[str] = None
+    services: Sequence[str] = SERVICES
 
 
 class ServiceImages(pulumi.ComponentResource):
@@ -33,7 +36,7 @@ class ServiceImages(pulumi.ComponentResource):
             # rebuilds it, and the Dockerfiles' `ARG IMAGE_REBUILD` makes
             # Docker's cache miss for every package step.
             build_args["IMAGE_REBUILD"] = args.rebuild_stamp
-        for service in SERVICES:
+        for service in args.services:
             image = docker.Image(
                 f"{name}-{service}",
                 image_name=pulumi.Output.concat("roundcube-authentik/", service, ":", args.tag),

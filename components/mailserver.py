@@ -8,8 +8,9 @@ from typing import Optional
 import pulumi
 import pulumi_docker as docker
 
-from components import containers
-from components.containers import Bind, File, Healthcheck, Mount, Publish, ServiceSpec
+from components import service as described
+from components.service import Bind, File, Healthcheck, Mount, Publish, ServiceSpec
+from components.target import DeploymentTarget
 from components.render import layout
 from components.render.directory import render_directory_sync_config
 from components.render.dovecot import (
@@ -32,7 +33,7 @@ DIRECTORY_SYNC_CHECK = Healthcheck(["CMD", layout.DIRECTORY_SYNC, layout.DIRECTO
 class MailServerArgs:
     settings: Settings
     name_prefix: str
-    network_name: pulumi.Input[str]
+    target: DeploymentTarget
     dovecot_image: pulumi.Input[str]
     postfix_image: pulumi.Input[str]
     opendkim_image: pulumi.Input[str]
@@ -55,17 +56,17 @@ class MailServer(pulumi.ComponentResource):
         ports = settings.ports
 
         volumes = {
-            "mail": containers.declare_volume(self, f"{name}-mail", f"{args.name_prefix}-mail", settings.protect_volumes),
-            "spool": containers.declare_volume(
+            "mail": args.target.volume(self, f"{name}-mail", f"{args.name_prefix}-mail", settings.protect_volumes),
+            "spool": args.target.volume(
                 self, f"{name}-postfix-spool", f"{args.name_prefix}-postfix-spool", settings.protect_volumes
             ),
             # Dovecot's auth socket for Postfix (layout.SASL_SOCKET).
-            "sasl": containers.declare_shared_volume(self, f"{name}-sasl", f"{args.name_prefix}-sasl"),
+            "sasl": args.target.shared_volume(self, f"{name}-sasl", f"{args.name_prefix}-sasl"),
         }
         with_directory = settings.directory.source == "authentik"
         if with_directory:
             # The directory's state (which folder belongs to which authentik user) is data.
-            volumes["directory"] = containers.declare_volume(
+            volumes["directory"] = args.target.volume(
                 self, f"{name}-directory", f"{args.name_prefix}-directory", settings.protect_volumes
             )
         directory_mounts = [Mount("directory", layout.DIRECTORY_DIR, read_only=True)] if with_directory else []
@@ -75,7 +76,7 @@ class MailServer(pulumi.ComponentResource):
             lambda creds: render_dovecot_conf(settings, creds[0], creds[1])
         )
         dovecot_conf: pulumi.Output[str] = pulumi.Output.secret(rendered)
-        dovecot_files = {layout.DOVECOT_CONF: File(dovecot_conf, mode="0600")}
+        dovecot_files = {layout.DOVECOT_CONF: File(dovecot_conf, secret=True, mode="0600")}
         # The settings of the image's helper for token_validation (no secret inside).
         if settings.token_validation == "local":
             dovecot_files[layout.JWKS_SYNC_CONFIG] = File(
@@ -91,6 +92,7 @@ class MailServer(pulumi.ComponentResource):
                         lambda creds: render_app_password_check_config(settings, creds[0], creds[1])
                     )
                 ),
+                secret=True,
                 mode="0600",
             )
         postfix_files = {
@@ -104,6 +106,7 @@ class MailServer(pulumi.ComponentResource):
             layout.OPENDKIM_UNBOUND_CONF: File(render_opendkim_unbound_conf()),
             layout.dkim_key_file(settings.dkim_selector): File(
                 pulumi.Output.secret(args.dkim_private_key),
+                secret=True,
                 mode="0600",
                 owner=str(layout.OPENDKIM_UID),
                 group=str(layout.OPENDKIM_GID),
@@ -131,34 +134,31 @@ class MailServer(pulumi.ComponentResource):
             if host
         ]
 
-        self.dovecot = containers.declare_container(
+        self.dovecot = args.target.service(
             self,
             f"{name}-dovecot",
             f"{args.name_prefix}-dovecot",
             ServiceSpec(
                 service=layout.DOVECOT_HOST,
                 image=args.dovecot_image,
-                network_name=args.network_name,
                 files=dovecot_files,
                 publish=dovecot_publish,
                 mounts=[Mount("mail", layout.MAIL_DIR), Mount("sasl", layout.SASL_SOCKET_DIR), *directory_mounts],
                 memory_mb=settings.memory_mb.dovecot,
                 pids_limit=settings.pids_limit.dovecot,
-                healthcheck=containers.greets(layout.IMAP_PORT, "* OK"),
-                hosts=containers.hosts_to_reach(settings.authentik_backchannel_url),
+                healthcheck=described.greets(layout.IMAP_PORT, "* OK"),
+                hosts=described.hosts_to_reach(settings.authentik_backchannel_url),
                 binds=tls_mounts,
             ),
             volumes,
-            settings.docker_host,
         )
-        self.postfix = containers.declare_container(
+        self.postfix = args.target.service(
             self,
             f"{name}-postfix",
             f"{args.name_prefix}-postfix",
             ServiceSpec(
                 service=layout.POSTFIX_HOST,
                 image=args.postfix_image,
-                network_name=args.network_name,
                 files=postfix_files,
                 publish=postfix_publish,
                 # Postfix only connects to the socket: a read-only mount allows that.
@@ -169,30 +169,27 @@ class MailServer(pulumi.ComponentResource):
                 ],
                 memory_mb=settings.memory_mb.postfix,
                 pids_limit=settings.pids_limit.postfix,
-                healthcheck=containers.greets(layout.SMTP_PORT, "220 "),
+                healthcheck=described.greets(layout.SMTP_PORT, "220 "),
                 binds=tls_mounts,
             ),
             volumes,
-            settings.docker_host,
         )
 
         # Signs submitted mail and verifies inbound mail for Postfix (its milter).
         # OpenDKIM is PID 1: if it dies the container exits and Docker restarts it.
-        self.opendkim = containers.declare_container(
+        self.opendkim = args.target.service(
             self,
             f"{name}-opendkim",
             f"{args.name_prefix}-opendkim",
             ServiceSpec(
                 service=layout.OPENDKIM_HOST,
                 image=args.opendkim_image,
-                network_name=args.network_name,
                 files=opendkim_files,
                 memory_mb=settings.memory_mb.opendkim,
                 pids_limit=settings.pids_limit.opendkim,
                 healthcheck=Healthcheck(["CMD", "/usr/local/bin/healthcheck"], start_period="10s"),
             ),
             volumes,
-            settings.docker_host,
         )
 
         if with_directory:
@@ -207,7 +204,7 @@ class MailServer(pulumi.ComponentResource):
         self.submission_endpoint = f"smtp://{reach}:{ports.submission}" if ports.submission else ""
         self.register_outputs({"imap_endpoint": self.imap_endpoint, "submission_endpoint": self.submission_endpoint})
 
-    def _directory_sync(self, name: str, args: MailServerArgs, volumes: dict[str, docker.Volume]) -> docker.Container:
+    def _directory_sync(self, name: str, args: MailServerArgs, volumes: dict[str, docker.Volume]) -> pulumi.CustomResource:
         """authentik's users and groups as Postfix's maps and Dovecot's passwd-file (images/postfix/directory-sync.py).
 
         Its own container of the Postfix image (postmap builds the maps), as
@@ -219,6 +216,7 @@ class MailServer(pulumi.ComponentResource):
             layout.DIRECTORY_SYNC_CONFIG: File(render_directory_sync_config(settings)),
             layout.DIRECTORY_TOKEN_FILE: File(
                 pulumi.Output.secret(args.directory_token),
+                secret=True,
                 mode="0600",
                 owner=str(layout.DIRECTORY_UID),
                 group=str(layout.DIRECTORY_GID),
@@ -226,24 +224,22 @@ class MailServer(pulumi.ComponentResource):
         }
         if settings.authentik_ca_pem is not None:
             files[layout.AUTHENTIK_CA_FILE] = File(settings.authentik_ca_pem)
-        return containers.declare_container(
+        return args.target.service(
             self,
             f"{name}-directory",
             f"{args.name_prefix}-directory",
             ServiceSpec(
                 service="directory",
                 image=args.postfix_image,
-                network_name=args.network_name,
                 files=files,
                 mounts=[Mount("directory", layout.DIRECTORY_DIR)],
                 memory_mb=settings.memory_mb.directory,
                 pids_limit=settings.pids_limit.directory,
-                entrypoint=[layout.DIRECTORY_SYNC],
+                entrypoint=layout.DIRECTORY_SYNC_ENTRYPOINT,
                 command=[layout.DIRECTORY_SYNC_CONFIG],
                 user=f"{layout.DIRECTORY_UID}:{layout.DIRECTORY_GID}",
                 healthcheck=DIRECTORY_SYNC_CHECK,
-                hosts=containers.hosts_to_reach(settings.authentik_backchannel_url),
+                hosts=described.hosts_to_reach(settings.authentik_backchannel_url),
             ),
             volumes,
-            settings.docker_host,
         )

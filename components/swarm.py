@@ -28,8 +28,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from typing import Sequence
-
 import pulumi
 import pulumi_docker as docker
 
@@ -94,17 +92,17 @@ class SwarmTarget:
                ) -> tuple[list[docker.ServiceTaskSpecContainerSpecConfigArgs], list[docker.ServiceTaskSpecContainerSpecSecretArgs]]:
         configs, secrets = [], []
         for path, file in sorted(spec.files.items()):
-            content = pulumi.Output.from_input(file.content)
-            data = content.apply(lambda text: base64.b64encode(text.encode()).decode())
+            content: pulumi.Output[str] = pulumi.Output.from_input(file.content)
+            data: pulumi.Output[str] = content.apply(lambda text: base64.b64encode(text.encode()).decode())
             # A digest of a random secret says nothing about it; the name stays readable.
             digest = pulumi.Output.unsecret(content.apply(lambda text: hashlib.sha256(text.encode()).hexdigest()[:12]))
             docker_name = pulumi.Output.concat(name, "-", _slug(path.rsplit("/", 1)[-1]), "-", digest)
             child = pulumi.ResourceOptions(parent=parent)
             if file.secret:
-                secret = docker.Secret(f"{resource_name}-{_slug(path)}", name=docker_name,
-                                       data=pulumi.Output.secret(data), opts=child)
+                hidden: pulumi.Output[str] = pulumi.Output.secret(data)
+                held = docker.Secret(f"{resource_name}-{_slug(path)}", name=docker_name, data=hidden, opts=child)
                 secrets.append(docker.ServiceTaskSpecContainerSpecSecretArgs(
-                    secret_id=secret.id, secret_name=secret.name, file_name=path,
+                    secret_id=held.id, secret_name=held.name, file_name=path,
                     file_uid=file.owner, file_gid=file.group, file_mode=int(file.mode, 8)))
             else:
                 config = docker.ServiceConfig(f"{resource_name}-{_slug(path)}", name=docker_name, data=data, opts=child)
@@ -133,8 +131,6 @@ class SwarmTarget:
         ]
         on_mail_node = spec.placement == "mail"
         order = "start-first" if spec.replicas > 1 else "stop-first"
-        policy = dict(parallelism=1, delay="5s", failure_action="rollback", monitor=_MONITOR, max_failure_ratio="0.0",
-                      order=order)
         return docker.Service(
             resource_name,
             name=name,
@@ -165,7 +161,7 @@ class SwarmTarget:
                 restart_policy=docker.ServiceTaskSpecRestartPolicyArgs(condition="any", delay="5s", max_attempts=0,
                                                                        window="0s"),
                 log_driver=docker.ServiceTaskSpecLogDriverArgs(name="json-file", options=described.LOG_OPTS),
-                networks_advanceds=[docker.ServiceTaskSpecNetworksAdvancedArgs(name=self.network_id,
+                networks_advanceds=[docker.ServiceTaskSpecNetworksAdvancedArgs(id=self.network_id,
                                                                                 aliases=[spec.service])],
                 placement=docker.ServiceTaskSpecPlacementArgs(
                     constraints=[f"node.labels.{self.mail_node_label}==true"]) if on_mail_node else None,
@@ -176,11 +172,12 @@ class SwarmTarget:
                                                           publish_mode="host", protocol="tcp")
                        for p in spec.publish] or None,
             ),
-            update_config=docker.ServiceUpdateConfigArgs(**policy),
-            rollback_config=docker.ServiceRollbackConfigArgs(**policy),
+            update_config=docker.ServiceUpdateConfigArgs(
+                parallelism=1, delay="5s", failure_action="rollback", monitor=_MONITOR, max_failure_ratio="0.0",
+                order=order),
+            rollback_config=docker.ServiceRollbackConfigArgs(
+                parallelism=1, delay="5s", failure_action="pause", monitor=_MONITOR, max_failure_ratio="0.0",
+                order=order),
             opts=pulumi.ResourceOptions(parent=parent),
         )
 
-
-def volume_names(mounts: Sequence[described.Mount]) -> list[str]:
-    return [m.volume for m in mounts]

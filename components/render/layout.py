@@ -66,6 +66,8 @@ DIRECTORY_DIR = "/var/lib/roundcube-authentik/directory"
 DIRECTORY_SYNC_CONFIG = "/etc/roundcube-authentik/directory/sync.json"
 DIRECTORY_TOKEN_FILE = "/etc/roundcube-authentik/directory/token"  # authentik API key, readable by DIRECTORY_UID only
 DIRECTORY_SYNC = "/usr/local/bin/directory-sync"
+# Its container runs the Postfix image with this entrypoint (no_new_privs, as every image's own).
+DIRECTORY_SYNC_ENTRYPOINT = ["setpriv", "--no-new-privs", DIRECTORY_SYNC]
 DIRECTORY_UID = 5020
 DIRECTORY_GID = 5020
 DOVECOT_USERS_FILE = f"{DIRECTORY_DIR}/dovecot-users"  # passwd-file: who exists, home, quota
@@ -91,6 +93,16 @@ VMAIL_GID = 5000
 POSTFIX_UID = 100
 POSTFIX_GID = 101
 POSTDROP_GID = 102
+# PostgreSQL for several Roundcube replicas (images/postgres runs as this user).
+POSTGRES_HOST = "postgres"
+POSTGRES_PORT = 5432
+POSTGRES_UID = 5030
+POSTGRES_DATA_DIR = "/var/lib/postgresql/data"
+POSTGRES_PASSWORD_FILE = "/run/secrets/roundcube-db-password"
+BALANCER_HOST = "balancer"
+BALANCER_CONFIG = "/etc/haproxy/haproxy.cfg"
+BALANCER_UID = 5031
+
 # The opendkim user of images/opendkim, fixed so the uploaded key's owner is known.
 OPENDKIM_UID = 5010
 OPENDKIM_GID = 5010

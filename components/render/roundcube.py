@@ -11,7 +11,8 @@ or a bracket, so no credential can end the nowdoc or reach PHP as code.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Optional
+from urllib.parse import quote
 
 from components.oauth_scopes import ROUNDCUBE_SCOPES
 from components.render import layout
@@ -36,7 +37,8 @@ def keepalive_seconds(settings: Settings) -> int:
     return max(1, int(lifetime // 3))
 
 
-def roundcube_settings(settings: Settings, client_id: str, client_secret: str, des_key: str) -> dict[str, Any]:
+def roundcube_settings(settings: Settings, client_id: str, client_secret: str, des_key: str,
+                       database_password: Optional[str] = None) -> dict[str, Any]:
     """The `$config` array Roundcube gets, as Python data."""
     # The browser goes to the public URL; Roundcube's own calls may take
     # another way in (authentik_internal_url).
@@ -44,7 +46,7 @@ def roundcube_settings(settings: Settings, client_id: str, client_secret: str, d
     backchannel = f"{settings.authentik_backchannel_url}/application/o"
     return {
         "product_name": settings.app_name,
-        "db_dsnw": f"sqlite:///{layout.ROUNDCUBE_DB_FILE}?mode=0640",
+        "db_dsnw": _database(database_password),
         "des_key": des_key,
         **_mail_servers(settings),
         "oauth_provider": "generic",
@@ -66,7 +68,9 @@ def roundcube_settings(settings: Settings, client_id: str, client_secret: str, d
         # `docker logs` shows Roundcube's logs (php://stdout is Apache's stdout).
         "log_driver": "stdout",
         "log_logins": True,
-        "plugins": [],
+        # Replicas share the database: a compose upload must be found by the next
+        # request, whichever replica serves it, so attachments go there too.
+        "plugins": ["database_attachments"] if database_password is not None else [],
         "skin": "elastic",
         "enable_installer": False,
         "login_autocomplete": 0,
@@ -83,6 +87,14 @@ def roundcube_settings(settings: Settings, client_id: str, client_secret: str, d
         "ip_check": False,
         "support_url": "",
     }
+
+
+def _database(password: Optional[str]) -> str:
+    """sqlite in a volume for one Roundcube; PostgreSQL (images/postgres) shared by replicas."""
+    if password is None:
+        return f"sqlite:///{layout.ROUNDCUBE_DB_FILE}?mode=0640"
+    # Roundcube url-decodes the DSN's user info: any password character is safe encoded.
+    return f"pgsql://roundcube:{quote(password, safe='')}@{layout.POSTGRES_HOST}:{layout.POSTGRES_PORT}/roundcube"
 
 
 def _mail_servers(settings: Settings) -> dict[str, Any]:
@@ -102,9 +114,10 @@ def _mail_servers(settings: Settings) -> dict[str, Any]:
     return {"imap_host": f"tls://{imap}", "smtp_host": f"tls://{smtp}", "imap_conn_options": tls, "smtp_conn_options": tls}
 
 
-def render_roundcube_config(settings: Settings, client_id: str, client_secret: str, des_key: str) -> str:
+def render_roundcube_config(settings: Settings, client_id: str, client_secret: str, des_key: str,
+                            database_password: Optional[str] = None) -> str:
     document = json.dumps(
-        roundcube_settings(settings, client_id, client_secret, des_key), indent=2, ensure_ascii=True
+        roundcube_settings(settings, client_id, client_secret, des_key, database_password), indent=2, ensure_ascii=True
     )
     for line in document.splitlines():
         if line.lstrip().startswith(_MARKER):  # cannot happen with json.dumps; kept as a guard

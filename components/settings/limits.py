@@ -15,6 +15,8 @@ class MemoryLimits(Strict):
     roundcube: int = 512
     opendkim: int = 128
     directory: int = 256
+    postgres: int = 256
+    balancer: int = 64
 
     @field_validator("*")
     @classmethod
@@ -37,6 +39,8 @@ class ProcessLimits(Strict):
     roundcube: int = 500
     opendkim: int = 200
     directory: int = 100
+    postgres: int = 200
+    balancer: int = 100
 
     @field_validator("*")
     @classmethod

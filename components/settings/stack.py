@@ -32,6 +32,7 @@ from components.settings.common import (
     validity_seconds,
 )
 from components.settings.clients import ClientSettings
+from components.settings.deployment import SwarmSettings
 from components.settings.directory import DirectorySettings
 from components.settings.limits import MemoryLimits, ProcessLimits
 from components.settings.network import Ports, PublishAddresses
@@ -96,6 +97,13 @@ class Settings(Strict):
     # a stack chooses (see reader.HINTS for what the error message adds).
     directory: DirectorySettings = Field(description="who has a mailbox: authentik (needs postmaster) or open")
     clients: ClientSettings = Field(ClientSettings(), description="mail clients' app passwords")
+    deployment: Literal["containers", "swarm"] = Field(
+        "containers", description="containers on docker_host, or services on the Docker Swarm docker_host manages"
+    )
+    roundcube_replicas: Optional[int] = Field(
+        None, description="Roundcube replicas (deployment: swarm; default 2), sharing sessions through PostgreSQL"
+    )
+    swarm: SwarmSettings = SwarmSettings()
 
     _authentik_ca_pem: Optional[str] = PrivateAttr(None)
 
@@ -308,6 +316,23 @@ class Settings(Strict):
             )
         if self.relay_spf_include is not None and self.relay_host is None:
             problems.append("relay_spf_include needs relay_host; set relay_host or leave relay_spf_include unset")
+        if self.roundcube_replicas is not None and not 1 <= self.roundcube_replicas <= 20:
+            problems.append(f"roundcube_replicas must be between 1 and 20, got {self.roundcube_replicas}")
+        elif self.roundcube_replicas not in (None, 1) and self.deployment != "swarm":
+            problems.append(
+                f"roundcube_replicas {self.roundcube_replicas} needs deployment: swarm; containers run one Roundcube"
+            )
+        if self.deployment == "swarm":
+            # Host-mode published ports bind every address of the node (Swarm has no per-address binding).
+            for name in ("http", "smtp", "submission", "imaps", "imap"):
+                if getattr(self.ports, name) is not None and self.address_of(name) != "0.0.0.0":
+                    problems.append(
+                        f"ports.{name} on {self.address_of(name)}: deployment: swarm publishes ports on every address "
+                        f"of the node; set publish_addresses.{name} (or publish_address) to 0.0.0.0 and keep a "
+                        "firewall in front, or set the port to null"
+                    )
+            if self.ports.imap is not None:
+                problems.append("ports.imap (plain IMAP) cannot be published with deployment: swarm (every address)")
         if self.clients.app_passwords:
             if self.tls is None:
                 problems.append("clients.app_passwords needs tls: app passwords are only ever accepted over TLS")
@@ -327,6 +352,13 @@ class Settings(Strict):
     def address_of(self, port: str) -> str:
         """The host address a port (a key of `ports`) is published on."""
         return getattr(self.publish_addresses, port) or self.publish_address
+
+    @property
+    def webmail_replicas(self) -> int:
+        """How many Roundcube copies run: one in containers, roundcube_replicas (default 2) in a swarm."""
+        if self.deployment != "swarm":
+            return 1
+        return 2 if self.roundcube_replicas is None else self.roundcube_replicas
 
     @property
     def authentik_ca_pem(self) -> Optional[str]:

@@ -43,7 +43,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from components import containers as declared
+from components import containers as carriers
+from components import service as declared
 from components.render import layout
 from components.render.dns import dkim_txt_value, dns_records
 from components.render.directory import render_directory_sync_config
@@ -449,7 +450,7 @@ class Resources:
                 image,
                 name=self.name(f"{what}-config"),
                 network_mode="none",
-                mounts=[docker.types.Mount(f, None, type="volume") for f in declared.config_folders(files)],
+                mounts=[docker.types.Mount(f, None, type="volume") for f in carriers.config_folders(files)],
             )
             self.containers.append(carrier)
             carrier.put_archive("/", tar_of(files))
@@ -884,7 +885,7 @@ def start_directory_sync(resources: Resources, images: dict[str, str], network: 
         images["postfix"],
         variant.directory_files(),
         network=network,
-        entrypoint=[layout.DIRECTORY_SYNC],
+        entrypoint=layout.DIRECTORY_SYNC_ENTRYPOINT,
         command=[layout.DIRECTORY_SYNC_CONFIG],
         user=f"{layout.DIRECTORY_UID}:{layout.DIRECTORY_GID}",
         volumes={volume.name: {"bind": layout.DIRECTORY_DIR, "mode": "rw"}},

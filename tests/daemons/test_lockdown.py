@@ -13,7 +13,7 @@ import docker
 import docker.errors
 import pytest
 
-from components import containers
+from components import service as containers
 from offline.capture import capture_stack
 from offline.dynamic_provider import ProviderFailed, run_provider
 from components.render import layout

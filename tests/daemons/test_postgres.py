@@ -20,7 +20,7 @@ from typing import Any, Optional
 from urllib.parse import quote
 
 
-from components import containers
+from components import service as containers
 from components.render import layout
 from components.render.roundcube import extract_json_document
 from daemon_harness import (
@@ -56,8 +56,9 @@ HEALTHCHECK = containers.Healthcheck(["CMD", "/usr/local/bin/healthcheck"], star
 # tests run with; then they run with the declaration.
 FOUND_CAPABILITIES: dict[str, str] = {}
 FOUND_SCRATCH = {"/run/postgresql": f"size=1m,mode=0755,uid={POSTGRES_UID},gid={POSTGRES_UID}"}
-CAPABILITIES = containers.CAPABILITIES.get("postgres", FOUND_CAPABILITIES)
-SCRATCH = containers.SCRATCH.get("postgres", FOUND_SCRATCH)
+CAPABILITIES = containers.CAPABILITIES["postgres"]
+SCRATCH = containers.SCRATCH["postgres"]
+assert (CAPABILITIES, SCRATCH) == (FOUND_CAPABILITIES, FOUND_SCRATCH), "what the program declares is what the tests found"
 MEMORY = "256m"
 
 

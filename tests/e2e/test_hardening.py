@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from components import containers
+from components import service as containers
 from components.settings import ProcessLimits
 from tests.e2e.deploy import read_back
 from tests.e2e.environment import PORTS, Stack

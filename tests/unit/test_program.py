@@ -325,6 +325,9 @@ OTHER_VALUES = {
     "jwks_refresh_seconds": "300",
     "directory": json.dumps({"source": "authentik", "postmaster": "hostmaster@example.com", "interval": 300}),
     "clients": json.dumps({"app_passwords": False, "cache_seconds": 30}),
+    "roundcube_replicas": "1",
+    "deployment": "swarm",
+    "swarm": json.dumps({"mail_node_label": "mail"}),
 }
 
 
@@ -347,6 +350,10 @@ def test_changing_any_one_setting_never_replaces_or_deletes_a_volume(setting: st
         assert config.get(setting) != value
         if setting == "relay_spf_include":  # only meaningful with a relay
             config = config.with_values(relay_host="[smtp.example.net]:587")
+        if setting == "deployment":
+            # Moving to a swarm, one Roundcube on its sqlite: every volume stays
+            # (README: several replicas move Roundcube's data to PostgreSQL).
+            config = config.with_values(publish_addresses=json.dumps({"http": "0.0.0.0"}), roundcube_replicas="1")
         return config.with_values(**{setting: value})
 
     after = run("prod", change)
@@ -363,8 +370,18 @@ def test_changing_any_one_setting_never_replaces_or_deletes_a_volume(setting: st
         if setting != "protect_volumes":
             assert volume.protect == old[name].protect, name
     for service in ("dovecot", "postfix", "roundcube"):
-        mounts = [m for m in container(after, service).inputs["volumes"] if "volumeName" in m]
-        assert mounts == [m for m in container(before, service).inputs["volumes"] if "volumeName" in m]
+        before_mounts = {(m["volumeName"], m["containerPath"]) for m in container(before, service).inputs["volumes"]
+                         if "volumeName" in m}
+        assert _volume_mounts(after, service) == before_mounts, service
+
+
+def _volume_mounts(c: Capture, service: str) -> set[tuple[str, str]]:
+    """(volume, path) a service mounts, as a container or as a Swarm service."""
+    services = [s for s in c.of_type("docker:index/service:Service") if s.name.endswith(f"-{service}")]
+    if services:
+        return {(m["source"], m["target"]) for m in services[0].inputs["taskSpec"]["containerSpec"]["mounts"]
+                if m["type"] == "volume"}
+    return {(m["volumeName"], m["containerPath"]) for m in container(c, service).inputs["volumes"] if "volumeName" in m}
 
 
 def test_unprotecting_volumes_is_an_explicit_setting() -> None:
@@ -421,7 +438,7 @@ def test_a_port_can_be_published_on_its_own_address() -> None:
 
 
 def test_every_container_is_locked_down_with_its_own_capabilities_limits_and_healthcheck(declared: Capture) -> None:
-    from components.containers import CAPABILITIES, LOG_OPTS, SCRATCH
+    from components.service import CAPABILITIES, LOG_OPTS, SCRATCH
 
     for service in ("dovecot", "postfix", "roundcube", "opendkim"):
         inputs = container(declared, service).inputs

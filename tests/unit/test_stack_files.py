@@ -95,6 +95,8 @@ def test_every_example_stack_runs_the_program_as_the_cli_reads_it(stack: str) ->
     types = {r.type for r in declared.resources}
     assert "authentik:index/providerOauth2:ProviderOauth2" in types
     services = {c.inputs["hostname"] for c in declared.of_type("docker:index/container:Container") if "hostname" in c.inputs}
+    # Swarm stacks: the same services, as Swarm services.
+    services |= {s.inputs["taskSpec"]["containerSpec"]["hostname"] for s in declared.of_type("docker:index/service:Service")}
     assert {"dovecot", "postfix", "roundcube"} <= services
     assert declared.exports["webmail_url"] == config.get("roundcube_url")
 
