@@ -79,7 +79,7 @@ if os.environ.get("DAEMON_TEST_PREFIX"):
     IMAGE_TAG = f"{PREFIX}test"
 BASE_IMAGE = "debian:trixie-slim"
 # postgres: Roundcube's shared database when several replicas run (deployment: swarm).
-SERVICES = ("dovecot", "postfix", "roundcube", "opendkim", "postgres")
+SERVICES = ("dovecot", "postfix", "roundcube", "opendkim", "postgres", "balancer")
 WWW_DATA_GID = 33  # Debian's fixed id, as in components/containers.py
 FAKE_AUTHENTIK_SCRIPT = "/srv/fake_authentik.php"
 FAKE_AUTHENTIK_PEM = "/srv/authentik.pem"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from components.render import layout
+from components.render.balancer import render_balancer_cfg
 from dataclasses import replace
 
 from daemon_harness import Pki, Resources, Upload, Variant, make_variant, run_once
@@ -151,3 +152,11 @@ def test_policyd_spf_runs_with_the_rendered_config(resources: Resources, images:
     assert run.exit_code == 0, str(run)
     assert run.stdout.startswith("action="), str(run)
     assert "error" not in (run.stdout + run.stderr).lower(), str(run)
+
+
+def test_haproxy_accepts_the_rendered_balancer_config(resources: Resources, images: dict[str, str]) -> None:
+    files = {layout.BALANCER_CONFIG: Upload(render_balancer_cfg().encode())}
+    check = run_once(resources, images["balancer"], ["haproxy", "-c", "-f", layout.BALANCER_CONFIG], files)
+    assert check.exit_code == 0, str(check)
+    broken = {layout.BALANCER_CONFIG: Upload(render_balancer_cfg().replace("balance roundrobin", "balance nowhere").encode())}
+    assert run_once(resources, images["balancer"], ["haproxy", "-c", "-f", layout.BALANCER_CONFIG], broken).exit_code != 0

@@ -186,3 +186,20 @@ def test_an_nproc_ulimit_of_one_still_lets_each_daemon_run_many_processes(
     owners = exec_in(container, ["sh", "-c", "for p in /proc/[0-9]*; do stat -c %u $p; done"]).split()
     per_user = Counter(uid for uid in owners if uid != "0")
     assert max(per_user.values()) > 1, per_user
+
+
+@pytest.mark.parametrize("service", ["dovecot", "postfix", "roundcube", "opendkim", "postgres", "balancer"])
+def test_every_image_runs_its_daemon_with_no_new_privileges_even_without_dockers_option(
+    resources: Resources, images: dict[str, str], service: str
+) -> None:
+    """Swarm services have no no-new-privileges switch in pulumi-docker 5.2.0: each
+    image's entrypoint sets it (setpriv), so it holds whatever runs the image."""
+    entrypoint = resources.client.images.get(images[service]).attrs["Config"]["Entrypoint"]
+    assert entrypoint[:2] == ["setpriv", "--no-new-privs"], entrypoint
+    # The same entrypoint, running a probe instead of the daemon, with no Docker option at all.
+    probe = resources.container(
+        f"nnp-{service}", images[service], {}, entrypoint=[*entrypoint[:2], "grep", "NoNewPrivs", "/proc/self/status"],
+        command=[], start=True)
+    assert probe.wait(timeout=60)["StatusCode"] == 0
+    assert probe.logs().decode().split() == ["NoNewPrivs:", "1"]
+    assert "no-new-privileges" not in str(probe.attrs["HostConfig"].get("SecurityOpt"))
