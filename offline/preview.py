@@ -17,6 +17,7 @@ of two trees shows exactly which lines a change touches.
 from __future__ import annotations
 
 import argparse
+import base64
 import re
 import shutil
 import sys
@@ -94,6 +95,23 @@ def write_tree(capture: Capture, out: Path) -> None:
             target = out / "files" / masked["name"] / upload["file"].lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(upload.get("content", ""))
+    _write_swarm_files(capture, out)
+
+
+def _write_swarm_files(capture: Capture, out: Path) -> None:
+    """A Swarm service's configs and secrets, decoded, where its tasks see them (as the containers' uploads)."""
+    by_id = {r.outputs.get("id"): r for r in capture.of_type("docker:index/secret:Secret")
+             + capture.of_type("docker:index/serviceConfig:ServiceConfig")}
+    for service in capture.of_type("docker:index/service:Service"):
+        container = service.inputs["taskSpec"]["containerSpec"]
+        for item in container.get("configs", []) + container.get("secrets", []):
+            resource = by_id[item.get("configId") or item.get("secretId")]
+            text = base64.b64decode(resource.inputs["data"]).decode()
+            if "data" in resource.secret_paths and PLACEHOLDER not in text:
+                text = HIDDEN
+            target = out / "files" / service.inputs["name"] / item["fileName"].lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
 
 
 def stacks_in(project_dir: Path) -> list[str]:

@@ -130,3 +130,15 @@ def test_runs_without_pulumi_cli_docker_or_network(tmp_path: Path) -> None:
     assert "dev: " in result.stdout and "prod: " in result.stdout
     assert (tmp_path / "out" / "prod" / "resources.yaml").is_file()
     assert shutil.which("pulumi", path=env["PATH"]) is None and shutil.which("docker", path=env["PATH"]) is None
+
+
+def test_a_swarm_stacks_configs_and_secrets_appear_as_the_files_its_tasks_see(tmp_path: Path) -> None:
+    from offline.preview import main
+
+    assert main(["--out", str(tmp_path), "swarm"]) == 0
+    files = tmp_path / "swarm" / "files"
+    roundcube = (files / "roundcube-authentik-swarm-roundcube/etc/roundcube/config.inc.php").read_text()
+    assert "pgsql://roundcube:__SECRET_credentials-roundcube-db-password__@postgres" in roundcube
+    assert (files / "roundcube-authentik-swarm-balancer/etc/haproxy/haproxy.cfg").read_text().startswith("# Rendered")
+    assert (files / "roundcube-authentik-swarm-directory/etc/roundcube-authentik/directory/token").read_text() \
+        .startswith("__SECRET_")
