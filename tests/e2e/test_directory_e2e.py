@@ -158,9 +158,15 @@ def test_a_changed_email_receives_within_one_round_and_keeps_the_mailbox(stack: 
     submit(stack, ALICE, f"heidi@{MAIL_DOMAIN}", before)
     until("Heidi's mail", lambda: before in folder_subjects(stack, "heidi"))
     restore_users.append({"username": "heidi", "email": f"heidi@{MAIL_DOMAIN}"})
+    # Someone else's session, open while the directory changes, goes on (nothing is reloaded).
+    alice = imap(stack, ALICE, tokens(stack, ALICE)["access_token"])
     renamed = f"heidi.renamed@{MAIL_DOMAIN}"
     idp.update_user(auth_url(stack), "heidi", verify=str(stack.ca_file), email=renamed)
     until("the new address accepted", lambda: rcpt(renamed)[0] == 250)
+    try:
+        assert alice.noop()[0] == "OK" and alice.select("INBOX")[0] == "OK"
+    finally:
+        alice.logout()
     assert rcpt(f"heidi@{MAIL_DOMAIN}")[0] == 550
     after = f"after the rename {uuid.uuid4().hex[:8]}"
     submit(stack, ALICE, renamed, after)
