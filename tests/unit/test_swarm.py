@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 
 import pytest
 
@@ -100,7 +101,22 @@ def test_credentials_travel_as_docker_secrets_that_are_pulumi_secrets(swarm: Cap
     assert settings["db_dsnw"].startswith("pgsql://roundcube:") and settings["plugins"] == ["database_attachments"]
     password = mounted_files(swarm, "postgres")["/run/secrets/roundcube-db-password"].strip()
     assert f"roundcube:{password}@postgres:5432/roundcube" in settings["db_dsnw"]
-    assert any(s.inputs["name"].startswith("roundcube-authentik-swarm-postgres-roundcube-db-password") for s in secrets)
+    assert any(s.inputs["name"].startswith("roundcube-authentik-swarm-postgres-roundcube-db-") for s in secrets)
+
+
+# swarmkit's rule for secret and config names (the daemon answered `invalid name, only 64
+# [a-zA-Z0-9-_.] characters allowed, and the start and end character must be [a-zA-Z0-9]`
+# for roundcube-authentik-swarm-dovecot-app-password-check-json-<digest>, 70 characters).
+DOCKER_OBJECT_NAME = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9_.-]{0,62}[a-zA-Z0-9])?")
+
+
+# The second: the longest stack name whose service names still fit a DNS label (63).
+@pytest.mark.parametrize("stack", ["swarm", "production-eu-west-2-mail-cluster"])
+def test_secret_and_config_names_are_ones_docker_accepts_and_each_is_its_own(stack: str) -> None:
+    declared = capture(stack, read_stack("swarm"))
+    names = [r.inputs["name"] for r in declared.of_type(SECRET) + declared.of_type(CONFIG)]
+    assert all(DOCKER_OBJECT_NAME.fullmatch(n) for n in names), [n for n in names if len(n) > 64]
+    assert len(set(names)) == len(names)
 
 
 def test_a_changed_file_is_a_new_config_so_the_service_rolls(swarm: Capture) -> None:
@@ -125,3 +141,4 @@ def test_swarm_publishes_on_every_address_so_it_asks_for_0_0_0_0() -> None:
         capture("swarm", read_stack("swarm").with_values(publish_addresses=json.dumps({"http": "127.0.0.1"})))
     with pytest.raises(Exception, match="roundcube_replicas 3 needs deployment: swarm"):
         capture("prod", read_stack("prod").with_values(roundcube_replicas="3"))
+
