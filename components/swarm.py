@@ -55,18 +55,39 @@ def swarm_duration(go_text: str) -> str:
     return text
 
 
-def _tmpfs(options: str) -> docker.ServiceTaskSpecContainerSpecMountTmpfsOptionsArgs:
-    """Docker's tmpfs option text (size=16m,mode=0755,uid=..) as a service mount's options.
+# The mode tmpfs gives its root when no mode is asked for: world-writable with the sticky bit.
+TMPFS_DEFAULT_MODE = 0o1777
 
-    Service tmpfs mounts take only a size and a mode: where the containers'
-    tmpfs belongs to a daemon's user, here it is world-writable with the
-    sticky bit instead (inside the task only).
+
+def tmpfs_mode(options: str) -> int:
+    """The mode a service's tmpfs mount declares for Docker's tmpfs option text; 0: none (tmpfs's own 1777).
+
+    What the real swarm showed (Docker 20.10, runc 1.1):
+    - the provider reads a tmpfs mode back as `Mode.Perm()`: a declared 0o1777
+      reads back 0o777, a difference on every `up`; so only permission bits
+      are declared, and 1777 is asked for by declaring none;
+    - a service tmpfs has no owner option: it belongs to root. Where the
+      containers give it to a daemon's user (uid=), the swarm's is left at
+      tmpfs's 1777, and the image or its entrypoint makes it the daemon's
+      (runc 1.1 also sets a tmpfs over an existing folder to that folder's
+      mode, whatever was asked: the images' folders carry the right mode).
     """
+    values = dict(part.split("=", 1) for part in options.split(","))
+    mode = int(values.get("mode", "1777"), 8)
+    if "uid" in values or mode == TMPFS_DEFAULT_MODE:
+        return 0
+    if mode & ~0o777:
+        raise ValueError(f"a service tmpfs can only declare permission bits, not {values['mode']}")
+    return mode
+
+
+def _tmpfs(options: str) -> docker.ServiceTaskSpecContainerSpecMountTmpfsOptionsArgs:
+    """Docker's tmpfs option text (size=16m,mode=0755,uid=..) as a service mount's options (see tmpfs_mode)."""
     values = dict(part.split("=", 1) for part in options.split(","))
     size = values["size"]
     factor = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[size[-1].lower()]
-    mode = 0o1777 if "uid" in values else int(values.get("mode", "1777"), 8)
-    return docker.ServiceTaskSpecContainerSpecMountTmpfsOptionsArgs(size_bytes=int(size[:-1]) * factor, mode=mode)
+    return docker.ServiceTaskSpecContainerSpecMountTmpfsOptionsArgs(
+        size_bytes=int(size[:-1]) * factor, mode=tmpfs_mode(options) or None)
 
 
 def _named_for(path: str, parts: list[str]) -> str:

@@ -10,6 +10,7 @@ import re
 import pytest
 
 from components.render.roundcube import extract_json_document
+from components.swarm import tmpfs_mode
 from offline.capture import Capture, capture, capture_stack, read_stack
 from tests.e2e.readback import parse_go_duration
 
@@ -142,3 +143,21 @@ def test_swarm_publishes_on_every_address_so_it_asks_for_0_0_0_0() -> None:
     with pytest.raises(Exception, match="roundcube_replicas 3 needs deployment: swarm"):
         capture("prod", read_stack("prod").with_values(roundcube_replicas="3"))
 
+
+@pytest.mark.parametrize("options, mode", [
+    ("size=16m,mode=0755", 0o755),
+    # The provider reads `Mode.Perm()` back: 0o1777 would read 0o777, a change on every `up`;
+    # tmpfs's own mode without a mode option is 1777.
+    ("size=16m,mode=1777", 0),
+    # A service tmpfs has no owner: the folder's user gets it from the image or its entrypoint.
+    ("size=1m,mode=0755,uid=5030,gid=5030", 0),
+])
+def test_service_tmpfs_modes_are_permission_bits_the_provider_reads_back(options: str, mode: int) -> None:
+    assert tmpfs_mode(options) == mode
+
+
+def test_every_declared_tmpfs_mode_reads_back_as_declared(swarm: Capture) -> None:
+    for resource in swarm.of_type(SERVICE):
+        for mount in resource.inputs["taskSpec"]["containerSpec"]["mounts"]:
+            if mount["type"] == "tmpfs":
+                assert mount["tmpfsOptions"].get("mode", 0) & ~0o777 == 0, (resource.name, mount)
