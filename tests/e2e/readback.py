@@ -587,7 +587,14 @@ def _compare(path: str, schema: Field, declared: Any, is_declared: bool, read: A
         # A computed field no element declares keeps what was read (e.g. a port's allocated published_port).
         drop = frozenset(name for name, field in schema.fields.items()
                          if field.computed and not any(name in e for e in declared or []))
-    if _canonical(schema, declared, drop) != _canonical(schema, read, drop):
+    wanted, stored = _canonical(schema, declared, drop), _canonical(schema, read, drop)
+    if wanted == stored:
+        return
+    if schema.kind == "blocks":
+        # Only the elements that differ, in their compared form.
+        found.append(f"{path}: declared {[e for e in wanted if e not in stored]!r}, "
+                     f"read back {[e for e in stored if e not in wanted]!r}")
+    else:
         found.append(f"{path}: declared {declared!r}, read back {read!r}")
 
 
