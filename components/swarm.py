@@ -7,6 +7,9 @@ What differs from containers (components/containers.py), and why:
   mounted read-only where the daemon reads them: no config carrier. Their
   Docker name ends with a digest of the content, so a changed file is a new
   config (configs cannot change), and the service that mounts it rolls.
+  Docker refuses secret and config names over 64 characters: the readable
+  part is shortened to fit, the digest (of the service, path and content)
+  keeps each name apart.
 - The services meet on an overlay network, by name, with endpoint mode
   `dnsrr` (no virtual IP: this needs no IPVS in the kernel) and ports
   published in host mode (no ingress routing mesh, for the same reason):
@@ -26,6 +29,7 @@ What differs from containers (components/containers.py), and why:
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 import pulumi
@@ -51,22 +55,64 @@ def swarm_duration(go_text: str) -> str:
     return text
 
 
-def _tmpfs(options: str) -> docker.ServiceTaskSpecContainerSpecMountTmpfsOptionsArgs:
-    """Docker's tmpfs option text (size=16m,mode=0755,uid=..) as a service mount's options.
+# The mode tmpfs gives its root when no mode is asked for: world-writable with the sticky bit.
+TMPFS_DEFAULT_MODE = 0o1777
 
-    Service tmpfs mounts take only a size and a mode: where the containers'
-    tmpfs belongs to a daemon's user, here it is world-writable with the
-    sticky bit instead (inside the task only).
+
+def tmpfs_mode(options: str) -> int:
+    """The mode a service's tmpfs mount declares for Docker's tmpfs option text; 0: none (tmpfs's own 1777).
+
+    What the real swarm showed (Docker 20.10, runc 1.1):
+    - the provider reads a tmpfs mode back as `Mode.Perm()`: a declared 0o1777
+      reads back 0o777, a difference on every `up`; so only permission bits
+      are declared, and 1777 is asked for by declaring none;
+    - a service tmpfs has no owner option: it belongs to root. Where the
+      containers give it to a daemon's user (uid=), the swarm's is left at
+      tmpfs's 1777, and the image or its entrypoint makes it the daemon's
+      (runc 1.1 also sets a tmpfs over an existing folder to that folder's
+      mode, whatever was asked: the images' folders carry the right mode).
     """
+    values = dict(part.split("=", 1) for part in options.split(","))
+    mode = int(values.get("mode", "1777"), 8)
+    if "uid" in values or mode == TMPFS_DEFAULT_MODE:
+        return 0
+    if mode & ~0o777:
+        raise ValueError(f"a service tmpfs can only declare permission bits, not {values['mode']}")
+    return mode
+
+
+def _tmpfs(options: str) -> docker.ServiceTaskSpecContainerSpecMountTmpfsOptionsArgs:
+    """Docker's tmpfs option text (size=16m,mode=0755,uid=..) as a service mount's options (see tmpfs_mode)."""
     values = dict(part.split("=", 1) for part in options.split(","))
     size = values["size"]
     factor = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[size[-1].lower()]
-    mode = 0o1777 if "uid" in values else int(values.get("mode", "1777"), 8)
-    return docker.ServiceTaskSpecContainerSpecMountTmpfsOptionsArgs(size_bytes=int(size[:-1]) * factor, mode=mode)
+    return docker.ServiceTaskSpecContainerSpecMountTmpfsOptionsArgs(
+        size_bytes=int(size[:-1]) * factor, mode=tmpfs_mode(options) or None)
+
+
+def _named_for(path: str, parts: list[str]) -> str:
+    return file_object_name(parts[0], path, parts[1])
 
 
 def _slug(path: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", path.lower()).strip("-")
+
+
+# Docker's limit for secret and config names (swarmkit: 64 of [a-zA-Z0-9-_.], alphanumeric at both ends).
+DOCKER_NAME_LIMIT = 64
+DIGEST_LENGTH = 12
+
+
+def file_object_name(service_name: str, path: str, content: str) -> str:
+    """The Docker name of a file's config or secret: `<service>-<file>-<digest>`, at most 64 characters.
+
+    The digest covers the service, the path and the content: a changed file
+    gets a new name (the service rolls), and names stay apart however much
+    of the readable part a long stack name leaves.
+    """
+    digest = hashlib.sha256(f"{service_name}\n{path}\n{content}".encode()).hexdigest()[:DIGEST_LENGTH]
+    readable = f"{service_name}-{_slug(path.rsplit('/', 1)[-1])}"[: DOCKER_NAME_LIMIT - DIGEST_LENGTH - 1]
+    return f"{readable.rstrip('-_.')}-{digest}"
 
 
 class SwarmTarget:
@@ -95,8 +141,8 @@ class SwarmTarget:
             content: pulumi.Output[str] = pulumi.Output.from_input(file.content)
             data: pulumi.Output[str] = content.apply(lambda text: base64.b64encode(text.encode()).decode())
             # A digest of a random secret says nothing about it; the name stays readable.
-            digest = pulumi.Output.unsecret(content.apply(lambda text: hashlib.sha256(text.encode()).hexdigest()[:12]))
-            docker_name = pulumi.Output.concat(name, "-", _slug(path.rsplit("/", 1)[-1]), "-", digest)
+            docker_name: pulumi.Output[str] = pulumi.Output.unsecret(
+                pulumi.Output.all(name, content).apply(functools.partial(_named_for, path)))
             child = pulumi.ResourceOptions(parent=parent)
             if file.secret:
                 hidden: pulumi.Output[str] = pulumi.Output.secret(data)

@@ -9,6 +9,12 @@ for file in /etc/postfix/main.cf /etc/postfix/master.cf; do
     fi
 done
 
+# Postfix's data folder (master.lock, TLS session caches) is a tmpfs: a
+# container's belongs to postfix already, a swarm task's to root (service
+# tmpfs mounts take no owner), and the master locks it as postfix.
+chmod 0755 /var/lib/postfix
+chown postfix:postfix /var/lib/postfix
+
 # The root filesystem is read-only. `postfix check` creates the queue
 # folders a fresh spool volume lacks (owned by the pinned postfix / postdrop
 # ids) and reports wrong owners or modes.

@@ -33,7 +33,7 @@ if [ ! -O "$VOLUME" ] || [ ! -w "$VOLUME" ]; then
     exit 1
 fi
 if [ ! -w "$SOCKET_DIR" ]; then
-    log "$SOCKET_DIR is not writable by postgres: mount a tmpfs there owned by uid $(id -u)"
+    log "$SOCKET_DIR is not writable by postgres: mount a tmpfs there owned by uid $(id -u), or world-writable (mode 1777)"
     exit 1
 fi
 if [ ! -r "$SECRET" ]; then

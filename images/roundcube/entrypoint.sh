@@ -19,6 +19,13 @@ fi
 # It holds the OAuth client secret and the DES key: uploaded as
 # root:www-data, mode 0640, onto a read-only mount.
 
+# Roundcube's temp_dir (its own temp files, the patches' session locks) is a
+# tmpfs: a container's belongs to www-data already, a swarm task's to root
+# (service tmpfs mounts take no owner).
+TEMP_DIR=/var/lib/roundcube/temp
+chmod 0750 "$TEMP_DIR"
+chown www-data:www-data "$TEMP_DIR"
+
 # Only the DSN's scheme is printed or compared, never the DSN (its password).
 driver="$(php -r 'include "/etc/roundcube/config.inc.php";
     $dsn = (string) ($config["db_dsnw"] ?? "");

@@ -24,7 +24,7 @@ Names are the program's input names (Pulumi's camelCase, lists pluralised).
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 
 def go_duration(nanoseconds: int) -> str:
@@ -255,9 +255,12 @@ VOLUME = [
 ]
 
 
-def _differences(attributes: list[Attribute], declared: dict[str, Any], inspect: dict[str, Any]) -> list[str]:
+def _differences(attributes: list[Attribute], declared: dict[str, Any], inspect: dict[str, Any],
+                 ignore: Mapping[str, str] = {}) -> list[str]:
     found = []
     for attribute in attributes:
+        if attribute.name in ignore:
+            continue
         is_declared = attribute.name in declared
         if attribute.mode == "computed" and not is_declared:
             continue
@@ -268,9 +271,362 @@ def _differences(attributes: list[Attribute], declared: dict[str, Any], inspect:
     return found
 
 
-def network_differences(declared: dict[str, Any], inspect: dict[str, Any]) -> list[str]:
-    return _differences(NETWORK, declared, inspect)
+def network_differences(declared: dict[str, Any], inspect: dict[str, Any], ignore: Mapping[str, str] = {}) -> list[str]:
+    return _differences(NETWORK, declared, inspect, ignore)
 
 
 def volume_differences(declared: dict[str, Any], inspect: dict[str, Any]) -> list[str]:
     return _differences(VOLUME, declared, inspect)
+
+
+# -- Swarm: docker_service, docker_secret, docker_config --------------------------
+#
+# resource_docker_service_funcs.go (resourceDockerServiceReadRefreshFunc) and the
+# flatteners in resource_docker_service_structures.go, with the schema of
+# resource_docker_service.go. Service durations are read with shortDur, not
+# Go's plain String(): 60s reads "1m", 1h reads "1h".
+
+
+def short_duration(nanoseconds: int) -> str:
+    """The provider's shortDur: Go's Duration.String() without a trailing "0s" after minutes, "0m" after hours."""
+    text = go_duration(nanoseconds)
+    if text.endswith("m0s"):
+        text = text[:-2]
+    if text.endswith("h0m"):
+        text = text[:-2]
+    return text
+
+
+def _label_set(labels: Optional[dict[str, str]]) -> list[dict[str, str]]:
+    return [{"label": k, "value": v} for k, v in (labels or {}).items()]
+
+
+def _service_mount(mount: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = {"target": mount.get("Target", ""), "source": mount.get("Source", ""),
+                             "type": mount.get("Type", ""), "readOnly": bool(mount.get("ReadOnly"))}
+    if mount.get("BindOptions") is not None:
+        bind = mount["BindOptions"]
+        found["bindOptions"] = {"propagation": bind["Propagation"]} if bind.get("Propagation") else {}
+    if mount.get("VolumeOptions") is not None:
+        volume = mount["VolumeOptions"]
+        found["volumeOptions"] = {"noCopy": bool(volume.get("NoCopy")), "labels": _label_set(volume.get("Labels"))}
+        driver = volume.get("DriverConfig")
+        if driver is not None:
+            if driver.get("Name"):
+                found["volumeOptions"]["driverName"] = driver["Name"]
+            found["volumeOptions"]["driverOptions"] = driver.get("Options") or {}
+    if mount.get("TmpfsOptions") is not None:
+        tmpfs = mount["TmpfsOptions"]
+        # int(v.TmpfsOptions.Mode.Perm()): the permission bits only, a sticky bit (0o1000) is not read.
+        found["tmpfsOptions"] = {"sizeBytes": tmpfs.get("SizeBytes", 0), "mode": tmpfs.get("Mode", 0) & 0o777}
+    return found
+
+
+def _file_reference(reference: dict[str, Any], kind: str) -> dict[str, Any]:
+    # flattenServiceSecrets / flattenServiceConfigs
+    found: dict[str, Any] = {f"{kind}Id": reference[f"{kind.capitalize()}ID"]}
+    if reference.get(f"{kind.capitalize()}Name"):
+        found[f"{kind}Name"] = reference[f"{kind.capitalize()}Name"]
+    target = reference.get("File")
+    if target is not None:
+        found["fileName"] = target.get("Name", "")
+        if target.get("UID"):
+            found["fileUid"] = target["UID"]
+        if target.get("GID"):
+            found["fileGid"] = target["GID"]
+        found["fileMode"] = target.get("Mode", 0)
+    return found
+
+
+def _container_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """flattenContainerSpec: most fields only when non-empty (the JSON leaves empty ones out)."""
+    found: dict[str, Any] = {}
+    for key, name in (("Image", "image"), ("Command", "commands"), ("Args", "args"), ("Hostname", "hostname"),
+                      ("User", "user"), ("Dir", "dir"), ("Groups", "groups"), ("StopSignal", "stopSignal"),
+                      ("Isolation", "isolation"), ("Sysctls", "sysctl"), ("CapabilityAdd", "capAdds"),
+                      ("CapabilityDrop", "capDrops")):
+        if spec.get(key):
+            found[name] = spec[key]
+    if spec.get("Labels"):
+        found["labels"] = _label_set(spec["Labels"])
+    if spec.get("Env"):
+        found["env"] = dict(e.partition("=")[::2] for e in spec["Env"] if e)
+    if spec.get("Privileges") is not None:
+        found["privileges"] = spec["Privileges"]
+    if spec.get("ReadOnly"):
+        found["readOnly"] = True
+    if spec.get("Mounts"):
+        found["mounts"] = [_service_mount(m) for m in spec["Mounts"]]
+    if spec.get("StopGracePeriod") is not None:
+        found["stopGracePeriod"] = short_duration(spec["StopGracePeriod"])
+    health = spec.get("Healthcheck")
+    if health is not None:
+        found["healthcheck"] = {
+            **({"tests": health["Test"]} if health.get("Test") else {}),
+            "interval": short_duration(health.get("Interval", 0)), "timeout": short_duration(health.get("Timeout", 0)),
+            "startPeriod": short_duration(health.get("StartPeriod", 0)), "retries": health.get("Retries", 0),
+        }
+    if spec.get("Hosts"):
+        # "ip host", split on the space
+        found["hosts"] = [{"ip": h.split(" ")[0], "host": h.split(" ")[1]} for h in spec["Hosts"]]
+    dns = spec.get("DNSConfig")
+    if dns is not None:
+        found["dnsConfig"] = {name: dns[key] for key, name in
+                              (("Nameservers", "nameservers"), ("Search", "searches"), ("Options", "options"))
+                              if dns.get(key)}
+    if spec.get("Secrets"):
+        found["secrets"] = [_file_reference(s, "secret") for s in spec["Secrets"]]
+    if spec.get("Configs"):
+        found["configs"] = [_file_reference(c, "config") for c in spec["Configs"]]
+    if spec.get("Init") is not None:
+        found["init"] = spec["Init"]
+    return found
+
+
+def _task_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """flattenTaskSpec."""
+    found: dict[str, Any] = {}
+    if spec.get("ContainerSpec") is not None:
+        found["containerSpec"] = _container_spec(spec["ContainerSpec"])
+    resources = spec.get("Resources")
+    if resources is not None:
+        limits, reservation = resources.get("Limits"), resources.get("Reservations")
+        found["resources"] = {
+            "limits": None if limits is None else {"nanoCpus": limits.get("NanoCPUs", 0),
+                                                   "memoryBytes": limits.get("MemoryBytes", 0)},
+            "reservation": None if reservation is None else {
+                "nanoCpus": reservation.get("NanoCPUs", 0), "memoryBytes": reservation.get("MemoryBytes", 0),
+                "genericResources": reservation.get("GenericResources") or None},
+        }
+    policy = spec.get("RestartPolicy")
+    if policy is not None:
+        found["restartPolicy"] = {
+            **({"condition": policy["Condition"]} if policy.get("Condition") else {}),
+            **({"delay": short_duration(policy["Delay"])} if "Delay" in policy else {}),
+            **({"maxAttempts": policy["MaxAttempts"]} if "MaxAttempts" in policy else {}),
+            **({"window": short_duration(policy["Window"])} if "Window" in policy else {}),
+        }
+    placement = spec.get("Placement")
+    if placement is not None:
+        found["placement"] = {
+            **({"constraints": placement["Constraints"]} if placement.get("Constraints") else {}),
+            **({"prefs": [p["Spread"]["SpreadDescriptor"] for p in placement["Preferences"]]}
+               if placement.get("Preferences") else {}),
+            **({"platforms": [{"architecture": p.get("Architecture", ""), "os": p.get("OS", "")}
+                              for p in placement["Platforms"]]} if placement.get("Platforms") else {}),
+            "maxReplicas": placement.get("MaxReplicas", 0),
+        }
+    found["forceUpdate"] = spec.get("ForceUpdate", 0)
+    if spec.get("Runtime"):
+        found["runtime"] = spec["Runtime"]
+    if spec.get("Networks"):
+        found["networksAdvanceds"] = [
+            {"id": n["Target"], "driverOpts": [f"{k}={v}" for k, v in (n.get("DriverOpts") or {}).items()],
+             **({"aliases": n["Aliases"]} if n.get("Aliases") else {})}
+            for n in spec["Networks"]
+        ]
+    driver = spec.get("LogDriver")
+    if driver is not None:
+        found["logDriver"] = {"name": driver.get("Name", ""), **({"options": driver["Options"]} if driver.get("Options") else {})}
+    return found
+
+
+def _update_config(config: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    """flattenServiceUpdateOrRollbackConfig; the ratio printed with one decimal, from a float32."""
+    if config is None:
+        return None
+    return {"parallelism": config.get("Parallelism", 0), "delay": short_duration(config.get("Delay", 0)),
+            "failureAction": config.get("FailureAction", ""), "monitor": short_duration(config.get("Monitor", 0)),
+            "maxFailureRatio": f"{config.get('MaxFailureRatio', 0):.1f}", "order": config.get("Order", "")}
+
+
+def _endpoint(mode: str, ports: Optional[list[dict[str, Any]]]) -> dict[str, Any]:
+    return {"mode": mode, "ports": [{"name": p.get("Name", ""), "protocol": p.get("Protocol", ""),
+                                     "targetPort": p.get("TargetPort", 0), "publishedPort": p.get("PublishedPort", 0),
+                                     "publishMode": p.get("PublishMode", "")} for p in ports or []]}
+
+
+def service_state(inspect: dict[str, Any]) -> dict[str, Any]:
+    """What Read stores for a service (`docker service inspect`), in the program's input names."""
+    spec = inspect["Spec"]
+    mode = spec.get("Mode") or {}
+    replicated = mode.get("Replicated")
+    state: dict[str, Any] = {
+        "name": spec["Name"],
+        "labels": _label_set(spec.get("Labels")),
+        "taskSpec": _task_spec(spec.get("TaskTemplate") or {}),
+        "mode": {**({"replicated": {"replicas": replicated["Replicas"]} if "Replicas" in replicated else {}}
+                    if replicated is not None else {}),
+                 "global": mode.get("Global") is not None},
+        "updateConfig": _update_config(spec.get("UpdateConfig")),
+        "rollbackConfig": _update_config(spec.get("RollbackConfig")),
+    }
+    # From the runtime endpoint once the swarm set it, else from the spec.
+    runtime = inspect.get("Endpoint") or {}
+    if (runtime.get("Spec") or {}).get("Mode"):
+        state["endpointSpec"] = _endpoint(runtime["Spec"]["Mode"], runtime.get("Ports"))
+    else:
+        declared = spec.get("EndpointSpec") or {}
+        state["endpointSpec"] = _endpoint(declared.get("Mode", ""), declared.get("Ports"))
+    return state
+
+
+class Field:
+    """One attribute of the service schema and how SDKv2 diffs it.
+
+    kind: "value", "list" (ordered), "set" (of values), "map", "block" (MaxItems 1),
+    "blocks" (a set of blocks) or "block_list" (a list of blocks). `default`:
+    what an undeclared Optional attribute is compared as (its zero, or the
+    schema's Default). `computed`: Optional+Computed, so an undeclared one keeps
+    whatever Read stored. `equal`: a DiffSuppressFunc's idea of equal values.
+    """
+
+    def __init__(self, kind: str = "value", default: Any = None, computed: bool = False,
+                 fields: Optional[dict[str, "Field"]] = None, canonical: Callable[[Any], Any] = lambda v: v) -> None:
+        self.kind, self.default, self.computed = kind, default, computed
+        self.fields = fields or {}
+        self.canonical = canonical
+
+
+def _value(default: Any = None, computed: bool = False, canonical: Callable[[Any], Any] = lambda v: v) -> Field:
+    return Field("value", default, computed, canonical=canonical)
+
+
+def _block(fields: dict[str, Field], computed: bool = False) -> Field:
+    return Field("block", None, computed, fields)
+
+
+_FILE_REFERENCE = {"fileName": _value(), "fileUid": _value("0"), "fileGid": _value("0"), "fileMode": _value(0o444)}
+_UPDATE_CONFIG = {
+    "parallelism": _value(1), "delay": _value("0s"), "failureAction": _value("pause"), "monitor": _value("5s"),
+    # suppressEquivalentFloatRatio: compared as numbers
+    "maxFailureRatio": _value("0.0", canonical=lambda v: float(v)), "order": _value("stop-first"),
+}
+SERVICE = _block({
+    "name": _value(),
+    "labels": Field("set", computed=True),
+    "taskSpec": _block({
+        "containerSpec": _block({
+            "image": _value(), "labels": Field("set"), "commands": Field("list"), "args": Field("list"),
+            "hostname": _value(""), "env": Field("map"), "dir": _value(""), "user": _value(""),
+            "groups": Field("list"), "privileges": _value(), "readOnly": _value(False),
+            "mounts": Field("blocks", fields={
+                "target": _value(), "source": _value(""), "type": _value(), "readOnly": _value(False),
+                "bindOptions": _block({"propagation": _value("rprivate")}),
+                "volumeOptions": _block({"noCopy": _value(False), "labels": Field("set"), "driverName": _value(""),
+                                         "driverOptions": Field("map")}),
+                "tmpfsOptions": _block({"sizeBytes": _value(0), "mode": _value(0)}),
+            }),
+            "stopSignal": _value(""), "stopGracePeriod": _value(computed=True),
+            "healthcheck": _block({"tests": Field("list"), "interval": _value("0s"), "timeout": _value("0s"),
+                                   "startPeriod": _value("0s"), "retries": _value(0)}, computed=True),
+            "hosts": Field("blocks", fields={"host": _value(), "ip": _value()}),
+            "dnsConfig": _block({"nameservers": Field("list"), "searches": Field("list"), "options": Field("list")},
+                                computed=True),
+            "secrets": Field("blocks", fields={"secretId": _value(), "secretName": _value(""), **_FILE_REFERENCE}),
+            "configs": Field("blocks", fields={"configId": _value(), "configName": _value(""), **_FILE_REFERENCE}),
+            "isolation": _value("default"), "sysctl": Field("map"),
+            "capAdds": Field("list"), "capDrops": Field("list"), "init": _value(computed=True),
+        }),
+        "resources": _block({
+            "limits": _block({"nanoCpus": _value(0), "memoryBytes": _value(0)}),
+            "reservation": _block({"nanoCpus": _value(0), "memoryBytes": _value(0), "genericResources": _value()}),
+        }, computed=True),
+        "restartPolicy": _block({"condition": _value(""), "delay": _value(""), "maxAttempts": _value(0),
+                                 "window": _value("")}, computed=True),
+        "placement": _block({"constraints": Field("set"), "prefs": Field("set"), "maxReplicas": _value(0),
+                             "platforms": Field("blocks", fields={"architecture": _value(), "os": _value()})},
+                            computed=True),
+        "forceUpdate": _value(computed=True), "runtime": _value(computed=True),
+        # The deprecated `name` is not read: declaring it would differ from the "" stored.
+        "networksAdvanceds": Field("blocks", fields={"id": _value(""), "name": _value(""), "aliases": Field("set"),
+                                                     "driverOpts": Field("set")}),
+        "logDriver": _block({"name": _value(), "options": Field("map")}),
+    }),
+    "mode": _block({"replicated": _block({"replicas": _value(1)}, computed=True), "global": _value(False)},
+                   computed=True),
+    "updateConfig": _block(_UPDATE_CONFIG),
+    "rollbackConfig": _block(_UPDATE_CONFIG),
+    "endpointSpec": _block({
+        "mode": _value(computed=True),
+        "ports": Field("block_list", fields={"name": _value(""), "protocol": _value("tcp"), "targetPort": _value(),
+                                             "publishedPort": _value(computed=True), "publishMode": _value("ingress")}),
+    }, computed=True),
+})
+
+
+def _canonical(schema: Field, value: Any, drop: frozenset[str] = frozenset()) -> Any:
+    """A value in a form where equal means "no diff": defaults filled in, sets sorted."""
+    if schema.kind == "value":
+        return schema.canonical(schema.default if value is None else value)
+    if schema.kind == "list":
+        return list(value or [])
+    if schema.kind == "set":
+        return sorted(value or [], key=repr)
+    if schema.kind == "map":
+        return dict(value or {})
+    if schema.kind == "block":
+        if not value:
+            return None
+        return {name: _canonical(field, value.get(name)) for name, field in schema.fields.items()
+                if not (field.computed and name not in value) and name not in drop}
+    elements = [_canonical(Field("block", fields=schema.fields), e, drop) for e in value or []]
+    return sorted(elements, key=repr) if schema.kind == "blocks" else elements
+
+
+def _compare(path: str, schema: Field, declared: Any, is_declared: bool, read: Any, ignore: Mapping[str, str],
+             found: list[str]) -> None:
+    if path in ignore or (not is_declared and schema.computed):
+        return
+    if schema.kind == "block" and declared and read:
+        for name, field in schema.fields.items():
+            _compare(f"{path}.{name}", field, declared.get(name), name in declared, read.get(name), ignore, found)
+        return
+    drop: frozenset[str] = frozenset()
+    if schema.kind in ("blocks", "block_list"):
+        # A computed field no element declares keeps what was read (e.g. a port's allocated published_port).
+        drop = frozenset(name for name, field in schema.fields.items()
+                         if field.computed and not any(name in e for e in declared or []))
+    wanted, stored = _canonical(schema, declared, drop), _canonical(schema, read, drop)
+    if wanted == stored:
+        return
+    if schema.kind == "blocks":
+        # Only the elements that differ, in their compared form.
+        found.append(f"{path}: declared {[e for e in wanted if e not in stored]!r}, "
+                     f"read back {[e for e in stored if e not in wanted]!r}")
+    else:
+        found.append(f"{path}: declared {declared!r}, read back {read!r}")
+
+
+def service_differences(declared: dict[str, Any], inspect: dict[str, Any], ignore: Mapping[str, str] = {}) -> list[str]:
+    """What a second `pulumi up` would change on this service, one line each.
+
+    `ignore`: dotted attribute paths (e.g. "taskSpec.containerSpec.dnsConfig")
+    the test deployment sets on purpose although the program does not (path -> why).
+    """
+    found: list[str] = []
+    state = service_state(inspect)
+    for name, field in SERVICE.fields.items():
+        _compare(name, field, declared.get(name), name in declared, state.get(name), ignore, found)
+    return found
+
+
+def secret_differences(declared: dict[str, Any], inspect: dict[str, Any]) -> list[str]:
+    # Read sets only the name: "secret data is not exposed via the API"; data and labels stand as declared.
+    name = inspect["Spec"]["Name"]
+    return [] if name == declared["name"] else [f"name: declared {declared['name']!r}, read back {name!r}"]
+
+
+def config_differences(declared: dict[str, Any], inspect: dict[str, Any]) -> list[str]:
+    """Read sets name, data (padded standard base64 of the content, as the API's JSON carries it) and labels."""
+    spec = inspect["Spec"]
+    found = []
+    if spec["Name"] != declared["name"]:
+        found.append(f"name: declared {declared['name']!r}, read back {spec['Name']!r}")
+    if "dataRaw" in declared:
+        raise ValueError("data_raw is not modelled: the program declares data")
+    if spec.get("Data", "") != declared.get("data"):
+        found.append("data: the content read back differs from the declared base64 (a replacement on every up)")
+    if sorted(_label_set(spec.get("Labels")), key=repr) != sorted(declared.get("labels") or [], key=repr):
+        found.append(f"labels: declared {declared.get('labels')!r}, read back {spec.get('Labels')!r}")
+    return found

@@ -7,6 +7,7 @@ the browser session opened by the first is used again by later ones.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import re
@@ -69,6 +70,13 @@ def spki_pin(cert_file) -> str:
 
 @pytest.fixture(scope="module")
 def browser(stack: Stack, pki: dict) -> Iterator[Browser]:
+    with chromium(pki) as browser:
+        yield browser
+
+
+@contextlib.contextmanager
+def chromium(pki: dict) -> Iterator[Browser]:
+    """Debian's Chromium, headless, that reaches authentik's name on loopback and trusts only the stand-in."""
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,
@@ -152,8 +160,8 @@ def test_browser_login_through_authentik_lands_in_the_inbox(stack: Stack, alice_
     assert "Logged in: user=<alice@" in stack.logs("dovecot")
 
 
-def send_in_roundcube(page: Page, recipient: str, subject: str, body: str) -> None:
-    page.goto(ROUNDCUBE_URL + "/?_task=mail&_action=compose")
+def send_in_roundcube(page: Page, recipient: str, subject: str, body: str, where: Layout = MAIN) -> None:
+    page.goto(where.roundcube_url + "/?_task=mail&_action=compose")
     # Elastic's recipient widget: a visible input in front of the hidden _to field.
     to = page.locator(".recipient-input input").first
     try:

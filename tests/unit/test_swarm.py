@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 
 import pytest
 
 from components.render.roundcube import extract_json_document
+from components.swarm import tmpfs_mode
 from offline.capture import Capture, capture, capture_stack, read_stack
 from tests.e2e.readback import parse_go_duration
 
@@ -100,7 +102,22 @@ def test_credentials_travel_as_docker_secrets_that_are_pulumi_secrets(swarm: Cap
     assert settings["db_dsnw"].startswith("pgsql://roundcube:") and settings["plugins"] == ["database_attachments"]
     password = mounted_files(swarm, "postgres")["/run/secrets/roundcube-db-password"].strip()
     assert f"roundcube:{password}@postgres:5432/roundcube" in settings["db_dsnw"]
-    assert any(s.inputs["name"].startswith("roundcube-authentik-swarm-postgres-roundcube-db-password") for s in secrets)
+    assert any(s.inputs["name"].startswith("roundcube-authentik-swarm-postgres-roundcube-db-") for s in secrets)
+
+
+# swarmkit's rule for secret and config names (the daemon answered `invalid name, only 64
+# [a-zA-Z0-9-_.] characters allowed, and the start and end character must be [a-zA-Z0-9]`
+# for roundcube-authentik-swarm-dovecot-app-password-check-json-<digest>, 70 characters).
+DOCKER_OBJECT_NAME = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9_.-]{0,62}[a-zA-Z0-9])?")
+
+
+# The second: the longest stack name whose service names still fit a DNS label (63).
+@pytest.mark.parametrize("stack", ["swarm", "production-eu-west-2-mail-cluster"])
+def test_secret_and_config_names_are_ones_docker_accepts_and_each_is_its_own(stack: str) -> None:
+    declared = capture(stack, read_stack("swarm"))
+    names = [r.inputs["name"] for r in declared.of_type(SECRET) + declared.of_type(CONFIG)]
+    assert all(DOCKER_OBJECT_NAME.fullmatch(n) for n in names), [n for n in names if len(n) > 64]
+    assert len(set(names)) == len(names)
 
 
 def test_a_changed_file_is_a_new_config_so_the_service_rolls(swarm: Capture) -> None:
@@ -125,3 +142,22 @@ def test_swarm_publishes_on_every_address_so_it_asks_for_0_0_0_0() -> None:
         capture("swarm", read_stack("swarm").with_values(publish_addresses=json.dumps({"http": "127.0.0.1"})))
     with pytest.raises(Exception, match="roundcube_replicas 3 needs deployment: swarm"):
         capture("prod", read_stack("prod").with_values(roundcube_replicas="3"))
+
+
+@pytest.mark.parametrize("options, mode", [
+    ("size=16m,mode=0755", 0o755),
+    # The provider reads `Mode.Perm()` back: 0o1777 would read 0o777, a change on every `up`;
+    # tmpfs's own mode without a mode option is 1777.
+    ("size=16m,mode=1777", 0),
+    # A service tmpfs has no owner: the folder's user gets it from the image or its entrypoint.
+    ("size=1m,mode=0755,uid=5030,gid=5030", 0),
+])
+def test_service_tmpfs_modes_are_permission_bits_the_provider_reads_back(options: str, mode: int) -> None:
+    assert tmpfs_mode(options) == mode
+
+
+def test_every_declared_tmpfs_mode_reads_back_as_declared(swarm: Capture) -> None:
+    for resource in swarm.of_type(SERVICE):
+        for mount in resource.inputs["taskSpec"]["containerSpec"]["mounts"]:
+            if mount["type"] == "tmpfs":
+                assert mount["tmpfsOptions"].get("mode", 0) & ~0o777 == 0, (resource.name, mount)
