@@ -36,7 +36,7 @@ def render_balancer_cfg() -> str:
         "    option forwardfor",
         "    option redispatch",
         "    retries 3",
-        "    timeout connect 5s",
+        "    timeout connect 1s",  # the private network: a replica that is gone fails fast
         "    timeout client 60s",
         "    timeout server 60s",
         "",
