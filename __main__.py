@@ -14,19 +14,20 @@ from components.images import REPLICA_SERVICES, SERVICES, ServiceImages, Service
 from components.mailserver import MailServer, MailServerArgs
 from components.render.dns import dns_records, mta_sts_policy, mta_sts_policy_url
 from components.settings import SettingsError, load_settings
-from components.target import deployment_target, network_driver
+from components.target import check_service_names, deployment_target, network_driver
 from components.stack_config import stack_config
 from components.webmail import Webmail, WebmailArgs
+
+stack = pulumi.get_stack()
+prefix = f"roundcube-authentik-{stack}"
 
 try:
     # The settings' namespace is the project's name in Pulumi.yaml, whatever it is.
     settings = load_settings(stack_config(), pulumi.get_project())
+    check_service_names(settings, stack, prefix)
 except SettingsError as err:
     # Before any resource exists: preview stops with the sentence, no traceback.
     raise pulumi.RunError(str(err)) from None
-
-stack = pulumi.get_stack()
-prefix = f"roundcube-authentik-{stack}"
 
 # Several Roundcube replicas (deployment: swarm) share a PostgreSQL behind a balancer.
 replicated = settings.webmail_replicas > 1

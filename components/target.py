@@ -6,6 +6,7 @@ target; they never ask which one it is.
 
 from __future__ import annotations
 
+import re
 from typing import Protocol
 
 import pulumi
@@ -13,7 +14,8 @@ import pulumi_docker as docker
 
 from components.containers import ContainerTarget
 from components.service import ServiceSpec
-from components.settings import Settings
+from components.service import SCRATCH
+from components.settings import Settings, SettingsError
 from components.swarm import SwarmTarget
 
 
@@ -37,3 +39,24 @@ def deployment_target(settings: Settings, network_name: pulumi.Input[str], netwo
     if settings.deployment == "swarm":
         return SwarmTarget(network_id, settings.swarm.mail_node_label, settings.docker_host)
     return ContainerTarget(network_name, settings.docker_host)
+
+
+# swarmkit names services as DNS labels (controlapi's validation).
+_SERVICE_NAME = re.compile(r"^[a-zA-Z0-9](?:[-_]*[A-Za-z0-9]+)*$")
+_SERVICE_NAME_LIMIT = 63
+
+
+def check_service_names(settings: Settings, stack: str, prefix: str) -> None:
+    """Refuses, before any resource, a stack whose swarm service names Docker would reject
+    halfway through `pulumi up`. Containers have no such rule."""
+    if settings.deployment != "swarm":
+        return
+    longest = max(SCRATCH, key=len)
+    allowed = _SERVICE_NAME_LIMIT - len(f"{prefix}-{longest}") + len(stack)
+    if len(stack) > allowed or not _SERVICE_NAME.match(f"{prefix}-{longest}"):
+        raise SettingsError(
+            f"stack name {stack!r} does not fit deployment: swarm: Docker names each service "
+            f"{prefix}-<service> as a DNS label of letters, digits, '-' and '_' (at most "
+            f"{_SERVICE_NAME_LIMIT} characters, '{prefix}-{longest}' the longest), so the stack name "
+            f"may have at most {allowed} characters and no '.'"
+        )

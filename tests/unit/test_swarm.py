@@ -7,6 +7,7 @@ import base64
 import json
 import re
 
+import pulumi
 import pytest
 
 from components.render.roundcube import extract_json_document
@@ -161,3 +162,20 @@ def test_every_declared_tmpfs_mode_reads_back_as_declared(swarm: Capture) -> Non
         for mount in resource.inputs["taskSpec"]["containerSpec"]["mounts"]:
             if mount["type"] == "tmpfs":
                 assert mount["tmpfsOptions"].get("mode", 0) & ~0o777 == 0, (resource.name, mount)
+
+
+def test_a_stack_name_too_long_for_swarm_service_names_is_refused_before_any_resource() -> None:
+    # Swarm names services as DNS labels (swarmkit's validation: at most 63
+    # characters, letters, digits, '-' and '_'); "roundcube-authentik-<stack>-directory"
+    # would otherwise fail at `pulumi up`, halfway through the update.
+    config = read_stack("swarm")
+    with pytest.raises(pulumi.RunError) as raised:
+        capture("s" * 34, config, placeholders=True)
+    text = str(raised.value)
+    assert raised.value.declared == []  # type: ignore[attr-defined]
+    assert "deployment: swarm" in text and "at most 33 characters" in text and "s" * 34 in text
+    with pytest.raises(pulumi.RunError, match="letters, digits"):
+        capture("team.mail", config, placeholders=True)
+    assert capture("s" * 33, config, placeholders=True).of_type(SERVICE)
+    # Containers have no such limit; a long container-mode stack still deploys.
+    assert capture("c" * 40, read_stack("dev"), placeholders=True).of_type(CONTAINER)
