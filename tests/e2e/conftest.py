@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Iterator
 
@@ -29,7 +30,24 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return make_pki(tmp_path_factory.mktemp("pki"))
 
 
+# The swarm module runs last, after every container-mode stack is gone: an engine
+# leaving a swarm (`docker swarm leave --force`, the swarm test's cleanup) breaks
+# name resolution in running containers on bridge networks (moby/moby#45144,
+# reproduced on this engine, 20.10.24): Postfix no longer finds opendkim or Dovecot.
+SWARM_MODULE = "test_swarm_e2e.py"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.path.name == SWARM_MODULE)  # stable: only moves the swarm tests
+
+
 @pytest.fixture(scope="session")
-def stack(engine: docker.DockerClient, pki: dict[str, Path]) -> Iterator[Stack]:
-    with running_stack(engine, pki) as running:
-        yield running
+def container_stacks() -> Iterator[contextlib.ExitStack]:
+    """The container-mode stack(s) of this session, so a swarm test can remove them first."""
+    with contextlib.ExitStack() as held:
+        yield held
+
+
+@pytest.fixture(scope="session")
+def stack(engine: docker.DockerClient, pki: dict[str, Path], container_stacks: contextlib.ExitStack) -> Stack:
+    return container_stacks.enter_context(running_stack(engine, pki))

@@ -8,6 +8,7 @@ the browser session opened by the login test is used again by the later ones.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,7 +42,9 @@ BROWSER = f"roundcube-authentik-e2e-swarm/{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture(scope="module")
-def swarm_stack(engine: docker.DockerClient, pki: dict[str, Path]) -> Iterator[Stack]:
+def swarm_stack(engine: docker.DockerClient, pki: dict[str, Path],
+                container_stacks: contextlib.ExitStack) -> Iterator[Stack]:
+    container_stacks.close()  # see conftest.py: no container-mode stack may outlive the swarm
     with running_swarm_stack(engine, pki) as running:
         yield running
 
