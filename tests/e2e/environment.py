@@ -36,7 +36,7 @@ import tarfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import docker
 import requests
@@ -581,7 +581,7 @@ def running_stack(
             wait_for(lambda: sync.exec_run(DIRECTORY_SYNC_CHECK.command[1:]).exit_code == 0, "the directory sync")
         yield stack
     finally:
-        _keep_logs(deployment, stack, where)
+        keep_logs(deployment, stack, where)
         if stack is not None:
             try:
                 stack.standin.remove(force=True)
@@ -590,14 +590,15 @@ def running_stack(
         deployment.remove()
 
 
-def _keep_logs(deployment: Deployment, stack: Stack | None, where: Layout) -> None:
-    """Saves each daemon's log under artifacts/e2e/<stack>/ for reading after the run."""
+def keep_logs(deployment: Any, stack: Stack | None, where: Layout,
+              services: Iterable[str] = ("dovecot", "postfix", "roundcube", "opendkim", "directory")) -> None:
+    """Saves each daemon's log (a container's or a service's) under artifacts/e2e/<stack>/."""
     folder = ARTIFACTS / where.stack
     folder.mkdir(parents=True, exist_ok=True)
-    for service in ("dovecot", "postfix", "roundcube", "opendkim", "directory"):
+    for service in services:
         try:
             (folder / f"{service}.log").write_text(deployment.logs(service))
-        except (docker.errors.NotFound, AssertionError):
+        except (docker.errors.APIError, AssertionError):  # never deployed, or already gone
             pass
     if stack is not None:
         try:

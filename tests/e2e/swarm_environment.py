@@ -45,6 +45,7 @@ from tests.e2e.environment import (
     apply_overrides,
     banner,
     build_standin_image,
+    keep_logs,
     layout,
     standin_config_for,
     start_standin,
@@ -190,23 +191,7 @@ def running_swarm_stack(engine: docker.DockerClient, pki: dict[str, Path], where
             wait_for(lambda: banner(imaps_port, imaps), "Dovecot's published IMAPS port", timeout=30)
             yield stack
         finally:
-            _keep_logs(deployment, stack, where)
+            keep_logs(deployment, stack, where, SERVICES)
             deployment.remove()
             left = [*swarm_leftovers(engine, where.prefix), *leftovers(engine, where.prefix)]
             assert not left, f"the deployment's removal left {left}"
-
-
-def _keep_logs(deployment: SwarmDeployment, stack: Stack | None, where: Layout) -> None:
-    """Saves each service's log under artifacts/e2e/<stack>/ for reading after the run."""
-    folder = ARTIFACTS / where.stack
-    folder.mkdir(parents=True, exist_ok=True)
-    for service in SERVICES:
-        try:
-            (folder / f"{service}.log").write_text(deployment.logs(service))
-        except (docker.errors.APIError, AssertionError):
-            pass
-    if stack is not None:
-        try:
-            (folder / "authentik-standin.log").write_text(stack.logs("authentik"))
-        except docker.errors.NotFound:
-            pass
