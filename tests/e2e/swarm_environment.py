@@ -106,6 +106,8 @@ def mail_node_label(config: StackConfig) -> str:
 def one_node_swarm(engine: docker.DockerClient, label: str) -> Iterator[None]:
     """The engine as a swarm manager whose node carries `label=true`; undoes only what it did."""
     initialised = engine.info()["Swarm"]["LocalNodeState"] != "active"
+    # `swarm init` also creates the network docker_gwbridge, which `swarm leave` keeps (with
+    # endpoints Docker releases only later): it holds no container; the next `swarm init` reuses it.
     if initialised:
         # The manager's port on loopback only: nothing outside this machine is asked to join.
         engine.swarm.init(advertise_addr="127.0.0.1", listen_addr="127.0.0.1:2377")

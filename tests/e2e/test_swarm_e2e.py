@@ -137,7 +137,7 @@ def test_the_session_survives_losing_the_replica_that_served_it(swarm_stack: Sta
     survivor = next(c for c in replicas_now if c.id != killed.id)
     survivor_before = len(browser_requests(survivor))
     authorizations = swarm_stack.logs("authentik").count("token: authorization_code")
-    killed.remove(force=True)
+    killed.remove(force=True, v=True)  # with the image's anonymous volume, as Swarm removes a task
 
     alice_page.goto(WHERE.roundcube_url + "/?_task=mail&_mbox=INBOX")
     wait_for_inbox(alice_page)
