@@ -13,8 +13,7 @@ import pulumi
 import pulumi_docker as docker
 
 from components.containers import ContainerTarget
-from components.service import ServiceSpec
-from components.service import SCRATCH
+from components.service import SCRATCH, ServiceSpec
 from components.settings import Settings, SettingsError
 from components.swarm import SwarmTarget
 
@@ -51,7 +50,7 @@ def check_service_names(settings: Settings, stack: str, prefix: str) -> None:
     halfway through `pulumi up`. Containers have no such rule."""
     if settings.deployment != "swarm":
         return
-    longest = max(SCRATCH, key=len)
+    longest = max(SCRATCH, key=len)  # SCRATCH has an entry for every service, in either target
     allowed = _SERVICE_NAME_LIMIT - len(f"{prefix}-{longest}") + len(stack)
     if len(stack) > allowed or not _SERVICE_NAME.match(f"{prefix}-{longest}"):
         raise SettingsError(
