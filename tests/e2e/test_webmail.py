@@ -181,6 +181,14 @@ def send_in_roundcube(page: Page, recipient: str, subject: str, body: str, where
         raise AssertionError(_page_report(page, "no answer to Send")) from None
     if not sent.count():
         raise AssertionError(_page_report(page, "Roundcube reported an error on Send"))
+    # Half a second after "sent", Roundcube's script leaves the compose page for the
+    # mailbox list (app.js, sent_successfully). A navigation started before that fires
+    # is cancelled by it (net::ERR_ABORTED), so the next step starts where a user would:
+    # back at the list.
+    try:
+        page.wait_for_url(lambda url: "_action=compose" not in url, timeout=30000)
+    except PlaywrightTimeoutError:
+        raise AssertionError(_page_report(page, "no return to the mailbox list after Send")) from None
 
 
 def _page_report(page: Page, what: str) -> str:
